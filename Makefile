@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh Linux machine with Python >= 3.10 and make:
+#   make demo   create .venv if missing, install edgepath, run the end-to-end demo
+#   make test   create .venv if missing, install edgepath with test extras, run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines: torch 2.14.1 and torchvision 0.29.1 import together (timm needs torchvision);
+# on aarch64 the matching CPU pair is torch 2.9.1 / torchvision 0.24.1.
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH_PINS ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+endif
+EXTRAS ?= test,openvino
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+.PHONY: install test demo lint format bench wheel clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-$(EXTRAS): $(BIN)/python pyproject.toml setup.py
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed-$(EXTRAS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/edgepath demo -o $(DEMO_OUT)
+
+lint: install
+	$(BIN)/ruff check edgepath tests benchmarks
+	$(BIN)/ruff format --check edgepath tests benchmarks
+
+format: install
+	$(BIN)/ruff format edgepath tests benchmarks
+	$(BIN)/ruff check --fix edgepath tests benchmarks
+
+bench: install
+	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,ops
+
+wheel: install
+	$(BIN)/python -m build --wheel --outdir dist .
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Command-line interface: thin click commands that build a config and call the library."""

@@ -1,0 +1,64 @@
+"""Shared fixtures; ``gpu`` and ``tensorrt`` tests skip with a reason where the hardware is absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_cuda = _cuda()
+    has_trt = has_cuda and importlib.util.find_spec("tensorrt") is not None
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
+    skip_trt = pytest.mark.skip(
+        reason="needs TensorRT and a CUDA GPU (pip install 'edgepath[tensorrt]' on a GPU machine)"
+    )
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+        if "tensorrt" in item.keywords and not has_trt:
+            item.add_marker(skip_trt)
+
+
+@pytest.fixture(scope="session")
+def sample_slide() -> Path:
+    from edgepath.data import SAMPLE_SLIDE
+
+    return SAMPLE_SLIDE
+
+
+@pytest.fixture()
+def run_cli():
+    """Run the CLI in-process; returns (exit_code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from edgepath.cli.main import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        return code, out.getvalue(), err.getvalue()
+
+    return run
