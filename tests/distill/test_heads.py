@@ -1,0 +1,47 @@
+"""Heads: DINO head shape and weight norm, projection MLPs, the frozen teacher-side prototype head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgepath.distill.heads import DINOHead, FrozenPrototypeHead, ProjectionHead
+
+
+def test_dino_head_bottleneck_l2_and_weight_norm() -> None:
+    torch.manual_seed(0)
+    head = DINOHead(16, 32, hidden_dim=24, bottleneck_dim=8, nlayers=3)
+    x = torch.randn(4, 16)
+    out = head(x)
+    assert out.shape == (4, 32)
+    # logits are dot products of a unit bottleneck vector with unit-norm prototypes (g = 1)
+    w = head.last_layer.weight
+    assert torch.allclose(w.norm(dim=1), torch.ones(32), atol=1e-5)
+    assert out.abs().max() <= 1.0 + 1e-5
+    # rescaling the raw direction parameter does not change the output (weight norm)
+    with torch.no_grad():
+        head.last_layer.parametrizations.weight.original1.mul_(3.0)
+    assert torch.allclose(head(x), out, atol=1e-6)
+
+
+def test_projection_head_shapes() -> None:
+    assert ProjectionHead(8, 5, hidden_dim=4, nlayers=2)(torch.randn(3, 7, 8)).shape == (3, 7, 5)
+    assert len(ProjectionHead(8, 5, nlayers=1).mlp) == 1
+
+
+def test_frozen_prototype_head_is_deterministic_frozen_and_angle_preserving() -> None:
+    a, b = FrozenPrototypeHead(64, 512, seed=3), FrozenPrototypeHead(64, 512, seed=3)
+    assert torch.equal(a.prototypes, b.prototypes)
+    assert not list(a.parameters())  # nothing to train, nothing to drift
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, generator=g)
+    noise = torch.randn(64, generator=g)
+    sims = []
+    for eps in (0.1, 0.5, 1.0, 3.0):
+        y = x + eps * noise * x.norm() / noise.norm()
+        p, q = F.softmax(a(x) / 0.1, -1), F.softmax(a(y) / 0.1, -1)
+        sims.append((F.cosine_similarity(x, y, 0).item(), (p * q).sum().item()))
+    # target overlap falls as the teacher cosine falls
+    overlaps = [s for _, s in sims]
+    assert overlaps == sorted(overlaps, reverse=True)
+    assert a(x).requires_grad is False
