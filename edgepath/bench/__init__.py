@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and WSI/min, PLISM and synthetic-domain robustness, fidelity, reports."""

@@ -1,0 +1,227 @@
+"""The machine's GEMM ceiling per engine and precision, measured at a model's own matmul shapes.
+
+A transformer's FLOPs are almost all matrix multiplies, so the fastest a model can run on an
+engine is bounded by how fast that engine multiplies matrices of the model's shapes. This module
+times exactly those GEMMs (M = batch × tokens; K, N from each Linear layer) with the engine's own
+kernels at the engine's precision:
+
+- ``torch`` fp32: ``torch.matmul`` (oneDNN / MKL sgemm);
+- ``onnxruntime`` fp32: an ONNX ``MatMul``; int8: ``MatMulInteger`` with uint8 activations and
+  int8 weights, the u8s8 MLAS QGEMM kernel that ORT's quantized MatMuls run on x86 (ORT docs,
+  "Quantize ONNX models": U8S8 is the x86 default);
+- ``openvino`` fp32: the same ``MatMul`` graph; int8: a QDQ graph (QuantizeLinear →
+  DequantizeLinear on activations, int8 weights → DequantizeLinear) that OpenVINO's low-precision
+  transformations turn into an int8 matmul, as they do for an NNCF-quantized model.
+
+The ceiling is the FLOP-weighted rate over the shapes: Σ flops / Σ time.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgepath.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {
+    "torch": ("fp32",),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "int8"),
+}
+
+
+def _time(fn: Callable[[], Any], *, warmup: int, repeats: int, min_time: float) -> float:
+    """Median seconds of one call (each sample loops until ``min_time`` has passed)."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_time:
+                break
+        samples.append(dt / n)
+    return statistics.median(samples)
+
+
+def _onnx_matmul(m: int, k: int, n: int, precision: str, rng: np.random.Generator):
+    """An ONNX model of one matmul at ``precision`` and its feed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if precision == "fp32":
+        w = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "W")
+        node = helper.make_node("MatMul", ["A", "W"], ["Y"])
+        a_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
+        nodes, inits = [node], [w]
+        feed = {"A": rng.standard_normal((m, k), dtype=np.float32)}
+    else:
+        w = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "W")
+        a_type, y_type = TensorProto.UINT8, TensorProto.INT32
+        azp = numpy_helper.from_array(np.array(128, dtype=np.uint8), "azp")
+        wzp = numpy_helper.from_array(np.array(0, dtype=np.int8), "wzp")
+        nodes = [helper.make_node("MatMulInteger", ["A", "W", "azp", "wzp"], ["Y"])]
+        inits = [w, azp, wzp]
+        feed = {"A": rng.integers(0, 256, (m, k), dtype=np.uint8)}
+    graph = helper.make_graph(
+        nodes,
+        "gemm",
+        [helper.make_tensor_value_info("A", a_type, [m, k])],
+        [helper.make_tensor_value_info("Y", y_type, [m, n])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model, feed
+
+
+def _onnx_qdq_matmul(m: int, k: int, n: int, rng: np.random.Generator):
+    """Float in, QDQ on activations and int8 weights, float out: OpenVINO's int8 pattern."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "Wq"),
+        numpy_helper.from_array(np.array(0.02, dtype=np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(0, dtype=np.uint8), "a_zp"),
+        numpy_helper.from_array(np.full(n, 0.01, dtype=np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(n, dtype=np.int8), "w_zp"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["A", "a_scale", "a_zp"], ["Aq"]),
+        helper.make_node("DequantizeLinear", ["Aq", "a_scale", "a_zp"], ["Ad"]),
+        helper.make_node("DequantizeLinear", ["Wq", "w_scale", "w_zp"], ["Wd"], axis=1),
+        helper.make_node("MatMul", ["Ad", "Wd"], ["Y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gemm_qdq",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feed = {"A": np.abs(rng.standard_normal((m, k), dtype=np.float32))}
+    return model, feed
+
+
+def _runner(
+    engine: str, precision: str, m: int, k: int, n: int, *, threads: int, seed: int = 0
+) -> Callable[[], Any]:
+    rng = np.random.default_rng(seed)
+    if engine == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        a = torch.randn(m, k)
+        w = torch.randn(k, n)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return torch.matmul(a, w)
+
+        return run
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        model, feed = _onnx_matmul(m, k, n, precision, rng)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(
+            model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
+        return lambda: sess.run(None, feed)
+    if engine == "openvino":
+        import openvino as ov
+
+        if precision == "int8":
+            model, feed = _onnx_qdq_matmul(m, k, n, rng)
+        else:
+            model, feed = _onnx_matmul(m, k, n, precision, rng)
+        core = ov.Core()
+        ov_model = core.read_model(model.SerializeToString(), b"")
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        compiled = core.compile_model(ov_model, "CPU", config)
+        request = compiled.create_infer_request()
+        arr = next(iter(feed.values()))
+        return lambda: request.infer({0: arr})
+    raise ConfigError(
+        f"no GEMM benchmark for engine '{engine}'; expected one of {list(PRECISIONS)}"
+    )
+
+
+def gemm_ceiling(
+    engine: str,
+    precision: str,
+    shapes: Sequence[tuple[int, int, int, int]],
+    *,
+    threads: int,
+    warmup: int = 2,
+    repeats: int = 5,
+    min_time: float = 0.2,
+) -> dict[str, Any]:
+    """Measured GEMM rate of ``engine`` at ``precision`` over (M, K, N, count) shapes.
+
+    Args:
+        engine: ``torch``, ``onnxruntime`` or ``openvino``.
+        precision: ``fp32`` or ``int8`` (where the engine has it).
+        shapes: (M, K, N, count): count is how many such GEMMs one forward pass runs.
+        threads: Intra-op threads.
+        warmup: Untimed calls per shape.
+        repeats: Timed samples per shape (median kept).
+        min_time: Each sample loops for at least this many seconds.
+
+    Returns:
+        ``gflops`` (FLOP-weighted over the shapes), per-shape ``shapes`` rows, ``engine``,
+        ``precision``, ``threads``, ``kernel``.
+    """
+    if precision not in PRECISIONS.get(engine, ()):
+        raise ConfigError(
+            f"no {precision} GEMM kernel benchmark for engine '{engine}' "
+            f"(has: {', '.join(PRECISIONS.get(engine, ())) or 'none'})"
+        )
+    rows, total_flops, total_time = [], 0.0, 0.0
+    for m, k, n, count in shapes:
+        run = _runner(engine, precision, m, k, n, threads=threads)
+        sec = _time(run, warmup=warmup, repeats=repeats, min_time=min_time)
+        flops = 2.0 * m * k * n
+        rows.append({"m": m, "k": k, "n": n, "count": count, "gflops": flops / sec / 1e9})
+        total_flops += flops * count
+        total_time += sec * count
+    kernel = {
+        ("torch", "fp32"): "torch.matmul fp32",
+        ("onnxruntime", "fp32"): "ORT MatMul fp32",
+        ("onnxruntime", "int8"): "ORT MatMulInteger u8s8",
+        ("openvino", "fp32"): "OpenVINO MatMul fp32",
+        ("openvino", "int8"): "OpenVINO QDQ MatMul int8",
+    }[(engine, precision)]
+    return {
+        "engine": engine,
+        "precision": precision,
+        "threads": threads,
+        "kernel": kernel,
+        "gflops": total_flops / total_time / 1e9,
+        "shapes": rows,
+    }
+
+
+def model_shapes(cost: Any, batch: int) -> list[tuple[int, int, int, int]]:
+    """(M, K, N, count) of a ``VitCost``'s Linear layers at ``batch`` tiles."""
+    m = batch * cost.tokens
+    return [(m, k, n, c) for k, n, c in cost.linear_shapes]

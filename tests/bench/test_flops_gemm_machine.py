@@ -1,0 +1,61 @@
+"""FLOPs per tile against published values; GEMM ceiling and machine description shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgepath.bench import flops, gemm, machine
+from edgepath.models.cards import Architecture, EmbeddingSpec, EncoderSpec, InputSpec, TokenLayout
+from edgepath.models.students import student_spec
+
+INPUT = InputSpec(224, 0.5, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _timm(name: str, patch: int, dim: int) -> EncoderSpec:
+    return EncoderSpec(Architecture(name), INPUT, TokenLayout(patch), EmbeddingSpec("cls", dim))
+
+
+def test_vit_b16_matches_the_published_17_6_g() -> None:
+    """DeiT Table 1 / timm: ViT-B/16 at 224 px is 17.6 G multiply-adds (often labelled GFLOPs)."""
+    cost = flops.vit_cost(_timm("vit_base_patch16_224", 16, 768))
+    assert cost.tokens == 197 and cost.depth == 12 and cost.width == 768
+    assert cost.macs / 1e9 == pytest.approx(17.6, rel=0.005)
+    assert cost.gflops == pytest.approx(35.1, rel=0.005)
+
+
+def test_vit_l16_and_hand_formula_for_vit_s14() -> None:
+    # ViT-L/16 (UNI's architecture): 61.6 G MACs in timm's tables
+    assert flops.vit_cost(_timm("vit_large_patch16_224", 16, 1024)).macs / 1e9 == pytest.approx(
+        61.6, rel=0.005
+    )
+    # ViT-S/14 + 4 registers at 224: N = 256 + 5, D = 384, 12 blocks, MLP 4D
+    n, d, layers = 261, 384, 12
+    hand = layers * (4 * n * d * d + 2 * n * d * 4 * d + 2 * n * n * d) + 256 * 3 * 14 * 14 * d
+    cost = flops.vit_cost(student_spec("vit-s14", input=INPUT))
+    assert cost.macs == hand
+    assert sorted(cost.linear_shapes) == [(384, 384, 12), (384, 1152, 12), (384, 1536, 12),
+                                          (1536, 384, 12)]  # fmt: skip
+
+
+def test_gemm_ceiling_rows_and_errors() -> None:
+    shapes = [(64, 32, 48, 2)]
+    for engine, precision in [("torch", "fp32"), ("onnxruntime", "int8")]:
+        res = gemm.gemm_ceiling(
+            engine, precision, shapes, threads=1, warmup=1, repeats=1, min_time=0.0
+        )
+        assert res["gflops"] > 0 and res["shapes"][0]["m"] == 64
+        assert res["engine"] == engine and res["precision"] == precision
+    from edgepath.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="int8"):
+        gemm.gemm_ceiling("torch", "int8", shapes, threads=1)
+    cost = flops.vit_cost(student_spec("vit-test14", input=INPUT))
+    assert gemm.model_shapes(cost, 4)[0][0] == 4 * cost.tokens
+
+
+def test_machine_description() -> None:
+    d = machine.describe(threads=2)
+    assert d["threads"] == 2 and d["cores"] >= 1
+    assert "torch" in d["versions"] and "numpy" in d["versions"]
+    assert isinstance(d["cpu_features"], list)
+    assert machine.rss_mb(peak=True) > 0
