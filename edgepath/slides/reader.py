@@ -1,0 +1,392 @@
+"""Slide handles: OpenSlide for whole-slide formats, PIL/tifffile for plain images, one interface."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepath.errors import SlideReadError
+from edgepath.slides.mpp import resolve_mpp
+
+log = logging.getLogger(__name__)
+
+#: A target up to 1% finer than the base mpp is scanner calibration noise (an Aperio "0.2520"
+#: read at 0.25), read from level 0; anything finer needs ``allow_upsample=True``.
+UPSAMPLE_TOLERANCE = 0.01
+
+#: Extensions of whole-slide formats only OpenSlide reads (a .tif may also be a plain image).
+WSI_SUFFIXES = {".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide", ".dcm"}
+
+#: Glass colour used where a region leaves the slide or is transparent (OpenSlide alpha 0).
+BACKGROUND = (255, 255, 255)
+
+
+class _OpenSlideBackend:
+    """Every format OpenSlide reads (SVS, NDPI, MRXS, SCN, BIF, DICOM, generic tiled TIFF …)."""
+
+    def __init__(self, path: Path, vendor: str) -> None:
+        import openslide
+
+        try:
+            self._os = openslide.OpenSlide(str(path))
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(
+                f"{path}: OpenSlide cannot open this {vendor} slide ({exc}); the file is "
+                "corrupt or truncated: copy it again from the scanner"
+            ) from None
+        self.path = path
+        self.vendor = vendor
+        self.level_dimensions = tuple(tuple(int(v) for v in d) for d in self._os.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._os.level_downsamples)
+        self.properties = dict(self._os.properties)
+
+    def read(self, xy0: tuple[int, int], level: int, size: tuple[int, int]):
+        from PIL import Image
+
+        try:
+            img = self._os.read_region(xy0, level, size)
+        except Exception as exc:  # openslide.OpenSlideError; the handle is unusable afterwards
+            raise SlideReadError(
+                f"{self.path}: cannot read region {xy0} level {level} ({exc}); the file is "
+                "corrupt or truncated: copy it again from the scanner"
+            ) from None
+        if img.getextrema()[3][0] < 255:  # transparent = outside the scanned area: glass
+            bg = Image.new("RGBA", img.size, (*BACKGROUND, 255))
+            img = Image.alpha_composite(bg, img)
+        return img.convert("RGB")
+
+    def close(self) -> None:
+        self._os.close()
+
+
+class _ImageBackend:
+    """Plain images (PNG, JPEG, non-pyramidal TIFF): one level, held in memory."""
+
+    def __init__(self, path: Path) -> None:
+        from PIL import Image
+
+        self.path = path
+        self.properties: dict[str, str] = {}
+        try:
+            if path.suffix.lower() in (".tif", ".tiff"):
+                self._img = self._tiff(path)
+            else:
+                with Image.open(path) as im:
+                    im.load()
+                    dpi = im.info.get("dpi")
+                    self.vendor = f"image/{(im.format or 'unknown').lower()}"
+                    self._img = _to_rgb(im)
+                if dpi and dpi[0]:
+                    self.properties.update(
+                        {"tiff.XResolution": str(dpi[0]), "tiff.YResolution": str(dpi[1])}
+                    )
+                    self.properties["tiff.ResolutionUnit"] = "inch"
+        except SlideReadError:
+            raise
+        except Exception as exc:
+            raise SlideReadError(
+                f"{path}: unsupported or corrupt file ({type(exc).__name__}: {exc}); edgepath "
+                "reads whole-slide formats OpenSlide reads (SVS, NDPI, MRXS, SCN, DICOM, tiled "
+                "TIFF) and plain PNG/JPEG/TIFF images"
+            ) from None
+        self.level_dimensions = (self._img.size,)
+        self.level_downsamples = (1.0,)
+
+    def _tiff(self, path: Path):
+        import tifffile
+        from PIL import Image
+
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            arr = page.asarray()
+            tags = page.tags
+            self.vendor = "image/tiff"
+            res = {}
+            for name in ("XResolution", "YResolution"):
+                if name in tags:
+                    num, den = tags[name].value
+                    res[name] = num / den if den else 0.0
+            unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
+            if res:
+                self.properties.update({f"tiff.{k}": str(v) for k, v in res.items()})
+                self.properties["tiff.ResolutionUnit"] = {2: "inch", 3: "centimeter"}.get(
+                    int(unit), "none"
+                )
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise SlideReadError(f"{path}: TIFF of shape {arr.shape} is not an RGB image")
+        if arr.dtype != np.uint8:
+            raise SlideReadError(f"{path}: TIFF of dtype {arr.dtype}; only 8-bit RGB is supported")
+        return _to_rgb(Image.fromarray(arr))
+
+    def read(self, xy0: tuple[int, int], level: int, size: tuple[int, int]):
+        from PIL import Image
+
+        x, y = xy0
+        w, h = size
+        W, H = self._img.size
+        if x >= 0 and y >= 0 and x + w <= W and y + h <= H:
+            return self._img.crop((x, y, x + w, y + h))
+        box = (max(x, 0), max(y, 0), min(x + w, W), min(y + h, H))
+        out = Image.new("RGB", (w, h), BACKGROUND)
+        if box[2] > box[0] and box[3] > box[1]:
+            out.paste(self._img.crop(box), (box[0] - x, box[1] - y))
+        return out
+
+    def close(self) -> None:
+        self._img = None
+
+
+def _to_rgb(im):
+    """RGB from any PIL mode; alpha is composited over white (histolab tiles are RGBA)."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _open_backend(path: Path):
+    if not path.exists():
+        raise SlideReadError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise SlideReadError(f"{path}: is a directory, not a slide; pass the slide file itself")
+    if path.stat().st_size == 0:
+        raise SlideReadError(f"{path}: empty file (0 bytes); copy the slide again")
+    import openslide
+
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(path))
+    except Exception:
+        vendor = None
+    if vendor is not None:
+        return _OpenSlideBackend(path, vendor)
+    if path.suffix.lower() in WSI_SUFFIXES:
+        raise SlideReadError(
+            f"{path}: OpenSlide does not recognise this {path.suffix} file; it is corrupt or "
+            "truncated (copy it again from the scanner) or not really a slide"
+        )
+    return _ImageBackend(path)
+
+
+class Slide:
+    """A slide opened lazily: metadata on first use, one decoder handle per process.
+
+    Safe to pickle and to use after ``fork`` (DataLoader workers): the handle is reopened in
+    each process. Use as a context manager or call ``close()``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, mpp: float | None = None) -> None:
+        self.path = Path(path)
+        self._override = mpp
+        self._backend: Any = None
+        self._pid: int | None = None
+        self._meta: dict[str, Any] | None = None
+
+    # -- handle ---------------------------------------------------------------------------------
+    def _handle(self):
+        if self._backend is None or self._pid != os.getpid():
+            self._backend = _open_backend(self.path)
+            self._pid = os.getpid()
+        return self._backend
+
+    def _m(self) -> dict[str, Any]:
+        if self._meta is None:
+            b = self._handle()
+            meta: dict[str, Any] = {
+                "level_dimensions": b.level_dimensions,
+                "level_downsamples": b.level_downsamples,
+                "properties": b.properties,
+                "vendor": b.vendor,
+            }
+            meta["mpp"], meta["mpp_source"] = resolve_mpp(
+                b.properties, path=self.path, override=self._override
+            )
+            self._meta = meta
+        return self._meta
+
+    def open(self) -> Slide:
+        """Open now (metadata and mpp), raising ``SlideReadError`` for unusable slides."""
+        self._m()
+        return self
+
+    def close(self) -> None:
+        """Release the decoder handle (metadata stays; the next read reopens)."""
+        if self._backend is not None and self._pid == os.getpid():
+            self._backend.close()
+        self._backend = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_backend"], state["_pid"] = None, None
+        return state
+
+    def __repr__(self) -> str:
+        return f"Slide({str(self.path)!r})"
+
+    # -- metadata -------------------------------------------------------------------------------
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height) in pixels."""
+        return self._m()["level_dimensions"][0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self._m()["level_dimensions"])
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._m()["level_dimensions"]
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._m()["level_downsamples"]
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return self._m()["properties"]
+
+    @property
+    def vendor(self) -> str:
+        return self._m()["vendor"]
+
+    @property
+    def mpp(self) -> float:
+        """Level-0 µm per pixel, never rounded to a nominal magnification."""
+        return self._m()["mpp"]
+
+    @property
+    def mpp_source(self) -> str:
+        """``property``, ``tiff-resolution`` or ``override``."""
+        return self._m()["mpp_source"]
+
+    def level_mpp(self, level: int) -> float:
+        return self.mpp * self.level_downsamples[level]
+
+    def best_level_for_mpp(self, mpp: float) -> int:
+        """The coarsest level at least as fine as ``mpp`` (level 0 if none is)."""
+        best = 0
+        for i, d in enumerate(self.level_downsamples):
+            if self.mpp * d <= mpp * (1 + 1e-6):
+                best = i if d >= self.level_downsamples[best] else best
+        return best
+
+    def check_mpp(self, mpp: float, *, allow_upsample: bool = False) -> None:
+        """Refuse a target finer than the base resolution unless ``allow_upsample``."""
+        if not (math.isfinite(mpp) and mpp > 0):
+            raise SlideReadError(f"{self.path}: target mpp {mpp} must be a positive number")
+        if not allow_upsample and mpp < self.mpp * (1 - UPSAMPLE_TOLERANCE):
+            raise SlideReadError(
+                f"{self.path}: target {mpp:g} µm/px is finer than the slide's base "
+                f"{self.mpp:g} µm/px ({self.mpp_source}); use a target >= {self.mpp:g} or allow "
+                "upsampling (--allow-upsample / allow_upsample=True)"
+            )
+
+    # -- pixels ---------------------------------------------------------------------------------
+    def read_region(self, xy0: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Pixels of ``level`` (uint8 HxWx3) with the top-left corner at level-0 ``xy0``."""
+        img = self._handle().read((int(xy0[0]), int(xy0[1])), int(level), tuple(map(int, size)))
+        return np.asarray(img)
+
+    def read_footprint(self, x0: float, y0: float, footprint: float, *, out_px: int, level: int):
+        """A PIL RGB image of ``out_px``² px of the level-0 square (x0, y0, x0+fp, y0+fp).
+
+        Reads that square from ``level`` and resizes it once (antialiased, sub-pixel exact box).
+        """
+        from PIL import Image
+
+        d = self.level_downsamples[level]
+        ix, iy = math.floor(x0), math.floor(y0)
+        fx, fy = (x0 - ix) / d, (y0 - iy) / d
+        w = footprint / d
+        size = (math.ceil(fx + w - 1e-9), math.ceil(fy + w - 1e-9))
+        img = self._handle().read((ix, iy), level, size)
+        if fx == 0 and fy == 0 and abs(w - out_px) < 1e-6 and size == (out_px, out_px):
+            return img
+        return img.resize((out_px, out_px), Image.Resampling.BILINEAR, box=(fx, fy, fx + w, fy + w))
+
+    def read_tile(
+        self,
+        x0: float,
+        y0: float,
+        *,
+        mpp: float,
+        tile_px: int = 224,
+        allow_upsample: bool = False,
+    ) -> np.ndarray:
+        """A ``tile_px``² tile at ``mpp`` whose level-0 top-left corner is (x0, y0), uint8 HxWx3.
+
+        The level-0 footprint is exactly ``tile_px * mpp / slide.mpp`` px; it is read from the
+        coarsest level at least as fine as ``mpp`` and resized once with antialiasing.
+        """
+        self.check_mpp(mpp, allow_upsample=allow_upsample)
+        fp = tile_px * mpp / self.mpp
+        level = self.best_level_for_mpp(mpp)
+        return np.asarray(self.read_footprint(x0, y0, fp, out_px=tile_px, level=level))
+
+    def read_thumbnail(self, mpp: float, *, chunk_px: int = 1024) -> np.ndarray:
+        """The whole slide at ``mpp`` (coarser than the base), read in chunks, uint8 HxWx3."""
+        from PIL import Image
+
+        W, H = self.dimensions
+        ds = max(mpp / self.mpp, 1.0)
+        tw, th = max(1, round(W / ds)), max(1, round(H / ds))
+        level = self.best_level_for_mpp(mpp)
+        out = Image.new("RGB", (tw, th), BACKGROUND)
+        for cy in range(0, th, chunk_px):
+            for cx in range(0, tw, chunk_px):
+                cw, ch = min(chunk_px, tw - cx), min(chunk_px, th - cy)
+                d = self.level_downsamples[level]
+                x0, y0 = cx * ds, cy * ds
+                ix, iy = math.floor(x0), math.floor(y0)
+                fx, fy = (x0 - ix) / d, (y0 - iy) / d
+                bw, bh = cw * ds / d, ch * ds / d
+                size = (math.ceil(fx + bw), math.ceil(fy + bh))
+                img = self._handle().read((ix, iy), level, size)
+                box = (fx, fy, fx + bw, fy + bh)
+                out.paste(img.resize((cw, ch), Image.Resampling.BOX, box=box), (cx, cy))
+        return np.asarray(out)
+
+    def info(self) -> dict[str, Any]:
+        """Levels, mpp, vendor as a JSON-ready dict."""
+        return {
+            "slide": str(self.path),
+            "vendor": self.vendor,
+            "dimensions": list(self.dimensions),
+            "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
+            "objective_power": self.properties.get("openslide.objective-power"),
+            "levels": [
+                {"level": i, "dimensions": list(dim), "downsample": ds, "mpp": self.mpp * ds}
+                for i, (dim, ds) in enumerate(
+                    zip(self.level_dimensions, self.level_downsamples, strict=True)
+                )
+            ],
+        }
+
+
+def open_slide(path: str | os.PathLike[str], *, mpp: float | None = None) -> Slide:
+    """Open a slide or plain image lazily (nothing is decoded until first use).
+
+    Args:
+        path: A whole-slide file (anything OpenSlide reads) or a PNG/JPEG/TIFF image.
+        mpp: Override of the level-0 µm/px, for slides whose metadata lacks it or is wrong.
+
+    Returns:
+        A ``Slide``; call ``.open()`` to validate it up front.
+    """
+    return Slide(path, mpp=mpp)
