@@ -1,0 +1,283 @@
+"""``edgepath embed`` and ``edgepath watch``: slides in, one HDF5 feature file per slide out."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgepath.cli.common import emit, json_option, progress, quiet
+
+ENGINES = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
+
+
+def _default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _common(f: Any) -> Any:
+    options = [
+        click.option(
+            "-o",
+            "--out",
+            required=True,
+            type=click.Path(file_okay=False),
+            help="Folder of the feature files (<slide stem>.h5).",
+        ),
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="auto",
+            show_default=True,
+            help="Runtime to run the model on.",
+        ),
+        click.option(
+            "--batch",
+            type=click.IntRange(1),
+            default=32,
+            show_default=True,
+            help="Tiles per engine call.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(0),
+            default=_default_workers,
+            show_default="half the CPU cores, at most 4",
+            help="Reader processes (read, decode, normalise); 0 reads inline.",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(1),
+            default=None,
+            help="Engine threads (default: the runtime's).",
+        ),
+        click.option(
+            "--min-tissue",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Tissue fraction a tile needs (default: edgepath slides tile's).",
+        ),
+        click.option(
+            "--slide-mpp",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Level-0 µm/px for slides whose files do not record it.",
+        ),
+        click.option(
+            "--stale-after",
+            type=click.FloatRange(min=1),
+            default=120.0,
+            show_default=True,
+            help="Seconds without heartbeat before another process's lock is taken over.",
+        ),
+        json_option,
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+class BarReporter:
+    """Two rich bars: slides (WSI/min) and the current slide's tiles (tiles/s)."""
+
+    def __init__(self, bar: Any, *, n_slides: int | None) -> None:
+        self.bar = bar
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self.tiles = 0
+        self.slides = bar.add_task("slides", total=n_slides, rate="")
+        self.current: Any = None
+        self._t_slide = self.t0
+        self._n_slide = 0
+
+    def slide_started(self, slide: Path, n_tiles: int) -> None:
+        if self.current is not None:
+            self.bar.remove_task(self.current)
+        self._t_slide, self._n_slide = time.perf_counter(), 0
+        self.current = self.bar.add_task(slide.name[:40], total=n_tiles, rate="")
+
+    def tiles_done(self, n: int) -> None:
+        self._n_slide += n
+        self.tiles += n
+        dt = max(time.perf_counter() - self._t_slide, 1e-9)
+        self.bar.update(self.current, advance=n, rate=f"{self._n_slide / dt:,.1f} tiles/s")
+
+    def slide_finished(self, result: Any) -> None:
+        if result.status == "busy":
+            return
+        if result.status == "done":
+            self.done += 1
+        minutes = max(time.perf_counter() - self.t0, 1e-9) / 60
+        self.bar.update(self.slides, advance=1, rate=f"{self.done / minutes:,.2f} WSI/min")
+
+
+class LineReporter:
+    """One log line per slide on stderr (watch mode, and batch runs without a terminal)."""
+
+    def slide_started(self, slide: Path, n_tiles: int) -> None:
+        pass
+
+    def tiles_done(self, n: int) -> None:
+        pass
+
+    def slide_finished(self, result: Any) -> None:
+        click.echo(_line(result), err=True)
+
+
+def _line(r: Any) -> str:
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    name = Path(r.slide).name
+    if r.status == "done":
+        what = f"{r.n_tiles} tiles in {r.seconds:.1f} s ({r.tiles_per_s:.1f} tiles/s) -> {r.output}"
+    elif r.status == "skipped":
+        what = f"already done -> {r.output}"
+    elif r.status == "busy":
+        what = "being embedded by another process"
+    else:
+        what = r.error or "failed"
+    return f"{now} {r.status:<7} {name}: {what}"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(embedder: Any) -> Iterator[None]:
+    """SIGTERM/SIGINT: stop cleanly after the current batch; a second Ctrl-C aborts at once."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if embedder.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        click.echo(f"{signal.Signals(signum).name}: stopping after the current batch", err=True)
+        embedder.request_stop()
+
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _embedder(model: str, out: str, opts: dict[str, Any], *, force: bool, reporter: Any) -> Any:
+    from edgepath.embed.model import open_model
+    from edgepath.embed.run import Embedder
+
+    engine, info = open_model(model, engine=opts["engine"], threads=opts["threads"])
+    return Embedder(
+        engine,
+        info,
+        out,
+        batch=opts["batch"],
+        workers=opts["workers"],
+        min_tissue=opts["min_tissue"],
+        slide_mpp=opts["slide_mpp"],
+        force=force,
+        stale_after=opts["stale_after"],
+        reporter=reporter,
+    )
+
+
+def _human(summary: dict[str, Any]) -> None:
+    click.echo(
+        f"{summary['slides']} slides: {summary['done']} embedded, {summary['skipped']} already "
+        f"done, {summary['busy']} taken by other processes, {summary['failed']} failed; "
+        f"{summary['tiles']} tiles in {summary['seconds']:.1f} s "
+        f"({summary['tiles_per_s']:.1f} tiles/s, {summary['wsi_per_min']:.2f} WSI/min)"
+    )
+    for f in summary["failures"]:
+        click.echo(f"  failed: {f['slide']}: {f['error']}")
+    if summary["interrupted"]:
+        click.echo("  stopped early by a signal; rerun to finish (finished slides are kept)")
+
+
+@click.command("embed")
+@click.argument("model")
+@click.argument("slides", nargs=-1, required=True, type=click.Path())
+@_common
+@click.option("--force", is_flag=True, help="Recompute slides whose feature file is up to date.")
+def embed(
+    model: str, slides: tuple[str, ...], out: str, force: bool, as_json: bool, **opts: Any
+) -> None:
+    """Embed SLIDES (files or folders) with MODEL into one HDF5 feature file per slide.
+
+    MODEL is an artifact folder (distill / quantize / export output), a teacher card or a student
+    name. Tiles are cut on tissue at the model's mpp and tile size. Finished slides are skipped on
+    rerun; several processes can share the same inputs and -o folder. Exit code 3 if any slide
+    failed (the others are still done), 130 if stopped by a signal.
+    """
+    from edgepath.embed.jobs import find_slides
+
+    paths = find_slides(list(slides))
+    bars = not (as_json or quiet())
+    bar = progress(disable=not bars)
+    with bar:
+        reporter = BarReporter(bar, n_slides=len(paths)) if bars else LineReporter()
+        with (
+            _embedder(model, out, opts, force=force, reporter=reporter) as emb,
+            _stop_on_signals(emb),
+        ):
+            summary = emb.run(paths)
+    data = summary.to_dict()
+    emit(data, as_json=as_json, human=_human)
+    if summary.exit_code:
+        raise SystemExit(summary.exit_code)
+
+
+@click.command("watch")
+@click.argument("inbox", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", "-m", required=True, help="Artifact folder, teacher card or student.")
+@_common
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds between scans of INBOX.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a file's size and mtime must stay unchanged before it is embedded.",
+)
+@click.option(
+    "--max-slides",
+    type=click.IntRange(1),
+    default=None,
+    help="Exit after handling this many slides (one-shot jobs).",
+)
+def watch(
+    inbox: str,
+    model: str,
+    out: str,
+    as_json: bool,
+    poll: float,
+    settle: float,
+    max_slides: int | None,
+    **opts: Any,
+) -> None:
+    """Embed slides as they arrive in INBOX, once each, after they stop growing.
+
+    One log line per slide on stderr; SIGTERM or Ctrl-C stops cleanly (the current slide is
+    dropped, not half-written, and redone on the next start). Bad slides are logged and skipped.
+    Exit code 3 if any slide failed during the session.
+    """
+    from edgepath.embed.watch import watch as run_watch
+
+    with _embedder(model, out, opts, force=False, reporter=LineReporter()) as emb:
+        click.echo(f"watching {inbox} -> {out} (Ctrl-C or SIGTERM to stop)", err=True)
+        with _stop_on_signals(emb):
+            summary = run_watch(emb, inbox, poll=poll, settle=settle, max_slides=max_slides)
+    data = summary.to_dict()
+    data["exit_code"] = 3 if summary.count("failed") else 0
+    emit(data, as_json=as_json, human=_human)
+    if data["exit_code"]:
+        raise SystemExit(data["exit_code"])

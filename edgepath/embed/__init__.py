@@ -1,0 +1,1 @@
+"""Scanner-side inference: slides in, one resumable HDF5 feature file per slide out (embed, watch)."""

@@ -1,0 +1,180 @@
+"""Per-slide HDF5 feature files in the CLAM/TRIDENT layout: ``features`` (N×D), ``coords`` (N×2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepath import __version__
+from edgepath.errors import ArtifactError
+from edgepath.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the layout or the meaning of an attribute changes (part of the resume key).
+FEATURES_FORMAT = 1
+SUFFIX = ".h5"
+
+
+@dataclass
+class FeatureFile:
+    """A slide's features as read back from disk.
+
+    Attributes:
+        features: (N, D) float32 tile embeddings, row ``i`` for ``coords[i]``.
+        coords: (N, 2) int64 level-0 top-left corners (x, y) of the tiles.
+        attrs: The root attributes (mpp, tile_px, level0_tile_size, model, key, ...).
+    """
+
+    features: np.ndarray
+    coords: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _attr_value(value: Any) -> Any:
+    """HDF5-friendly attribute value: dicts and lists of mixed types become JSON strings."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_features(
+    path: str | os.PathLike[str],
+    features: np.ndarray,
+    coords: np.ndarray,
+    *,
+    mpp: float,
+    tile_px: int,
+    level0_tile_size: float,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Write one slide's feature file atomically (temporary name, renamed when complete).
+
+    The layout is the one CLAM and TRIDENT readers expect: datasets ``features`` (N×D float32)
+    and ``coords`` (N×2 int64, level-0 px, top-left corners). ``coords`` also carries TRIDENT's
+    ``patch_size`` / ``patch_size_level0`` attributes; the root carries everything else.
+
+    Args:
+        path: Final ``.h5`` path.
+        features: (N, D) embeddings.
+        coords: (N, 2) level-0 coordinates.
+        mpp: Microns per pixel the tiles were read at.
+        tile_px: Tile side in pixels at ``mpp``.
+        level0_tile_size: Tile side in level-0 pixels (exact, may be fractional).
+        attrs: Extra root attributes (model id and hash, resume key, engine, ...).
+
+    Returns:
+        The final path.
+    """
+    import h5py
+
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    if features.ndim != 2 or len(features) != len(coords):
+        raise ValueError(
+            f"features {features.shape} and coords {coords.shape} do not describe the same tiles"
+        )
+    path = Path(path)
+    root = {
+        "features_format": FEATURES_FORMAT,
+        "edgepath_version": __version__,
+        "mpp": float(mpp),
+        "tile_px": int(tile_px),
+        "level0_tile_size": float(level0_tile_size),
+        "n_tiles": len(coords),
+        "embed_dim": int(features.shape[1]),
+        **(attrs or {}),
+    }
+    with atomic_path(path, suffix=".tmp") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
+            for k, v in root.items():
+                f.attrs[k] = _attr_value(v)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; feature files are for sharing
+        fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename makes it visible
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    log.debug("wrote %s (%d tiles)", path, len(coords))
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fill(
+    f: Any,
+    features: np.ndarray,
+    coords: np.ndarray,
+    *,
+    mpp: float,
+    tile_px: int,
+    level0_tile_size: float,
+) -> None:
+    f.create_dataset("features", data=features)
+    c = f.create_dataset("coords", data=coords)
+    # TRIDENT reads these two from the coords dataset (patch size at the target mpp and
+    # its footprint in level-0 px, as an int).
+    c.attrs["patch_size"] = int(tile_px)
+    c.attrs["patch_size_level0"] = int(round(level0_tile_size))
+    c.attrs["mpp"] = float(mpp)
+
+
+def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The root attributes of a feature file (no arrays read).
+
+    Raises:
+        ArtifactError: The file is not a readable feature file.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f or "coords" not in f:
+                raise ArtifactError(f"{path}: no 'features'/'coords' datasets; not a feature file")
+            return {k: _from_h5(v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise ArtifactError(f"{path}: unreadable HDF5 ({exc}); delete it to recompute") from None
+
+
+def read_features(path: str | os.PathLike[str]) -> FeatureFile:
+    """Read a feature file written by :func:`write_features` (or by CLAM/TRIDENT).
+
+    Raises:
+        ArtifactError: The file is not a readable feature file.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f or "coords" not in f:
+                raise ArtifactError(f"{path}: no 'features'/'coords' datasets; not a feature file")
+            return FeatureFile(
+                features=np.asarray(f["features"][()], dtype=np.float32),
+                coords=np.asarray(f["coords"][()], dtype=np.int64),
+                attrs={k: _from_h5(v) for k, v in f.attrs.items()},
+            )
+    except OSError as exc:
+        raise ArtifactError(f"{path}: unreadable HDF5 ({exc}); delete it to recompute") from None
+
+
+def _from_h5(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

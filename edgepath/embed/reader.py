@@ -1,0 +1,356 @@
+"""Worker processes that read, decode and normalise tiles into shared memory, ahead of inference.
+
+The main process runs the engine; ``workers`` processes each take a batch of tile coordinates,
+read the tiles through ``edgepath.slides`` (OpenSlide decodes the JPEG/JPEG 2000 tiles), apply the
+model's normalisation and write float32 NCHW straight into one of a few shared-memory slots. The
+main process only hands out slots and feeds ready slots to the engine, in order, so reading the
+next batches overlaps with inference on the current one and no pixel data goes through a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import queue
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepath.errors import EdgepathError, SlideReadError
+
+log = logging.getLogger(__name__)
+
+#: Slide handles a worker keeps open (slides are read one after another).
+_HANDLE_CACHE = 2
+_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How tiles become engine input: where to read them and how to normalise them."""
+
+    mpp: float
+    tile_px: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    slide_mpp: float | None = None
+    uint8: bool = False  # raw uint8 NHWC for engines with preprocessing fused into the graph
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one tile as the engine takes it."""
+        px = self.tile_px
+        return (px, px, 3) if self.uint8 else (3, px, px)
+
+    @property
+    def dtype(self) -> type:
+        """Dtype of the engine input."""
+        return np.uint8 if self.uint8 else np.float32
+
+    def scale_offset(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``x * scale + offset`` equal to ``(x / 255 - mean) / std``."""
+        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
+        return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+class _Handles:
+    """A tiny LRU of open slides (per process)."""
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, float | None], Any] = {}
+
+    def get(self, path: str, slide_mpp: float | None) -> Any:
+        from edgepath.slides import open_slide
+
+        key = (path, slide_mpp)
+        if key not in self._open:
+            while len(self._open) >= _HANDLE_CACHE:
+                _, old = self._open.popitem()
+                with contextlib.suppress(Exception):
+                    old.close()
+            self._open[key] = open_slide(path, mpp=slide_mpp)
+        return self._open[key]
+
+    def close(self) -> None:
+        for s in self._open.values():
+            with contextlib.suppress(Exception):
+                s.close()
+        self._open.clear()
+
+
+def fill(
+    out: np.ndarray,
+    slide: Any,
+    coords: np.ndarray,
+    pre: Preprocess,
+    scale: np.ndarray,
+    offset: np.ndarray,
+) -> None:
+    """Read ``coords`` from ``slide`` into ``out[: len(coords)]`` as the engine takes them."""
+    for i, (x0, y0) in enumerate(coords):
+        tile = np.asarray(
+            slide.read_tile(int(x0), int(y0), mpp=pre.mpp, tile_px=pre.tile_px), dtype=np.uint8
+        )[..., :3]
+        if pre.uint8:
+            out[i] = tile
+            continue
+        chw = tile.transpose(2, 0, 1)
+        np.multiply(chw, scale, out=out[i], casting="unsafe")
+        out[i] += offset
+
+
+def _worker(
+    tasks: Any, results: Any, shm_names: list[str], shape: tuple[int, ...], pre: Preprocess
+) -> None:
+    """Worker loop: read a batch into its slot, report ``(slot, seq, n, error)``."""
+    import signal
+    from multiprocessing import shared_memory
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    parent = os.getppid()
+    shms = [shared_memory.SharedMemory(name=n) for n in shm_names]
+    bufs = [np.ndarray(shape, dtype=pre.dtype, buffer=s.buf) for s in shms]
+    scale, offset = pre.scale_offset()
+    handles = _Handles()
+    import edgepath.slides  # noqa: F401  (import cost paid before the first batch)
+
+    results.put(("ready", os.getpid(), 0, None))
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=_POLL_S * 4)
+            except queue.Empty:
+                if os.getppid() != parent:  # the main process was killed (kill -9): exit too
+                    break
+                continue
+            if task is None:
+                break
+            slot, seq, path, coords = task
+            try:
+                fill(bufs[slot], handles.get(path, pre.slide_mpp), coords, pre, scale, offset)
+                results.put((slot, seq, len(coords), None))
+            except Exception as exc:  # reported to the main process, which fails the slide
+                results.put((slot, seq, 0, f"{type(exc).__name__}: {exc}"))
+    finally:
+        handles.close()
+        del bufs
+        for s in shms:
+            s.close()
+
+
+class TileReader:
+    """Reads a slide's tiles in batches the engine takes, ``workers`` processes ahead.
+
+    Batches are normalised float32 NCHW, or raw uint8 NHWC when ``pre.uint8`` is set.
+
+    Args:
+        pre: Tile mpp, size, normalisation and optional slide mpp override.
+        batch: Tiles per batch (the engine's batch).
+        workers: Reader processes; 0 reads in the calling process (no overlap).
+        prefetch: Batches in flight per worker.
+    """
+
+    def __init__(self, pre: Preprocess, *, batch: int, workers: int, prefetch: int = 2) -> None:
+        self.pre = pre
+        self.batch = max(1, int(batch))
+        self.workers = max(0, int(workers))
+        self.shape = (self.batch, *pre.shape)
+        self._scale, self._offset = pre.scale_offset()
+        n_slots = max(2, self.workers * prefetch + 1) if self.workers else 1
+        nbytes = int(np.prod(self.shape)) * np.dtype(pre.dtype).itemsize
+        self._shms: list[Any] = []
+        self._bufs: list[np.ndarray] = []
+        self._procs: list[Any] = []
+        self._handles = _Handles()
+        if self.workers:
+            from multiprocessing import shared_memory
+
+            for _ in range(n_slots):
+                s = shared_memory.SharedMemory(create=True, size=nbytes)
+                self._shms.append(s)
+                self._bufs.append(np.ndarray(self.shape, dtype=pre.dtype, buffer=s.buf))
+            self._start()
+        else:
+            self._bufs.append(np.empty(self.shape, dtype=pre.dtype))
+
+    def _start(self) -> None:
+        # spawn: workers never inherit the engine's thread pools or a half-held lock
+        ctx = mp.get_context("spawn")
+        self._tasks = ctx.Queue()
+        self._results = ctx.Queue()
+        names = [s.name for s in self._shms]
+        self._procs = [
+            ctx.Process(
+                target=_worker,
+                args=(self._tasks, self._results, names, self.shape, self.pre),
+                name=f"edgepath-reader-{i}",
+                daemon=True,
+            )
+            for i in range(self.workers)
+        ]
+        for p in self._procs:
+            p.start()
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait for every worker's hello, so a worker that cannot start fails here, clearly."""
+        import time
+
+        waiting = len(self._procs)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            try:
+                msg = self._results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if any(not p.is_alive() for p in self._procs) or time.monotonic() > deadline:
+                    self._stop_workers(graceful=False)
+                    raise EdgepathError(
+                        "tile reader processes failed to start; when calling edgepath from a "
+                        "script, put the calling code under `if __name__ == '__main__':` "
+                        "(multiprocessing spawn), or pass workers=0"
+                    ) from None
+                continue
+            if msg[0] == "ready":
+                waiting -= 1
+
+    def _restart(self) -> None:
+        log.warning("restarting tile reader workers")
+        self._stop_workers(graceful=False)
+        self._start()
+
+    def batches(
+        self,
+        slide: str | os.PathLike[str],
+        coords: np.ndarray,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, x)`` in order: ``x`` holds the tiles ``coords[start:start + len(x)]``.
+
+        ``x`` is a view of a reusable buffer, valid until the next iteration.
+
+        Raises:
+            SlideReadError: A tile could not be read, or a worker died (e.g. a corrupt slide).
+        """
+        path = str(Path(slide))
+        starts = list(range(0, len(coords), self.batch))
+        if not self.workers:
+            slide_h = self._handles.get(path, self.pre.slide_mpp)
+            for s in starts:
+                if should_stop is not None and should_stop():
+                    return
+                c = coords[s : s + self.batch]
+                try:
+                    fill(self._bufs[0], slide_h, c, self.pre, self._scale, self._offset)
+                except Exception as exc:
+                    raise SlideReadError(f"{path}: cannot read tile at {s}: {exc}") from exc
+                yield s, self._bufs[0][: len(c)]
+            return
+        yield from self._pooled(path, coords, starts, should_stop)
+
+    def _pooled(
+        self,
+        path: str,
+        coords: np.ndarray,
+        starts: list[int],
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        free = list(range(len(self._bufs)))
+        ready: dict[int, tuple[int, int, str | None]] = {}
+        in_flight = 0
+        next_submit = next_yield = 0
+        broken = False
+        try:
+            while next_yield < len(starts):
+                while free and next_submit < len(starts):
+                    s = starts[next_submit]
+                    self._tasks.put(
+                        (
+                            free.pop(),
+                            next_submit,
+                            path,
+                            np.ascontiguousarray(coords[s : s + self.batch]),
+                        )
+                    )
+                    next_submit += 1
+                    in_flight += 1
+                while next_yield not in ready:
+                    try:
+                        slot, seq, n, err = self._results.get(timeout=_POLL_S)
+                    except queue.Empty:
+                        if any(not p.is_alive() for p in self._procs):
+                            broken = True
+                            raise SlideReadError(
+                                f"{path}: a tile reader process died (corrupt slide or out of "
+                                "memory); the slide was skipped"
+                            ) from None
+                        continue
+                    in_flight -= 1
+                    ready[seq] = (slot, n, err)
+                slot, n, err = ready.pop(next_yield)
+                if err is not None:
+                    free.append(slot)
+                    raise SlideReadError(f"{path}: cannot read tiles: {err}")
+                if should_stop is not None and should_stop():
+                    free.append(slot)
+                    return
+                yield starts[next_yield], self._bufs[slot][:n]
+                free.append(slot)
+                next_yield += 1
+        finally:
+            if broken:
+                self._restart()
+            else:
+                self._drain(in_flight)
+
+    def _drain(self, in_flight: int) -> None:
+        """Wait for batches still being read (after an error or a stop) so slots are free."""
+        while in_flight > 0:
+            try:
+                self._results.get(timeout=_POLL_S)
+                in_flight -= 1
+            except queue.Empty:
+                if any(not p.is_alive() for p in self._procs):
+                    self._restart()
+                    return
+
+    def _stop_workers(self, *, graceful: bool) -> None:
+        if graceful:
+            for _ in self._procs:
+                with contextlib.suppress(Exception):
+                    self._tasks.put(None)
+            for p in self._procs:
+                p.join(timeout=5)
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+        self._procs = []
+        for q in (getattr(self, "_tasks", None), getattr(self, "_results", None)):
+            if q is not None:
+                q.close()
+                q.cancel_join_thread()
+
+    def close(self) -> None:
+        """Stop the workers and free the shared memory."""
+        self._handles.close()
+        if self._procs:
+            self._stop_workers(graceful=True)
+        self._bufs = []
+        for s in self._shms:
+            with contextlib.suppress(Exception):
+                s.close()
+                s.unlink()
+        self._shms = []
+
+    def __enter__(self) -> TileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

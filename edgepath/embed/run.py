@@ -1,0 +1,354 @@
+"""Embed slides into feature files: resumable, shareable between processes, one bad slide at a time.
+
+``Embedder`` holds what a run needs once (the engine, the reader workers, the model identity)
+and ``Embedder.process(slide)`` does one slide: skip it if done, claim it with a lock, tile it
+at the model's mpp and tile size, embed it, write its feature file atomically. Failures are
+returned as results, never raised, so a batch or a watch loop always goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import inspect
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgepath import __version__
+from edgepath.embed.features import write_features
+from edgepath.embed.jobs import (
+    Tiling,
+    fingerprint,
+    is_done,
+    job_key,
+    lock_path,
+    output_path,
+    remove_temps,
+    sweep,
+)
+from edgepath.embed.lock import HEARTBEAT_S, STALE_AFTER_S, SlideLock
+from edgepath.embed.reader import Preprocess, TileReader
+from edgepath.errors import EdgepathError
+
+log = logging.getLogger(__name__)
+
+#: Statuses of one slide: embedded now, already done, claimed by another process, failed.
+STATUSES = ("done", "skipped", "busy", "failed")
+
+
+class Interrupted(EdgepathError):
+    """A stop was requested (SIGTERM/SIGINT) while a slide was being embedded."""
+
+    exit_code = 130
+
+
+@dataclass
+class SlideResult:
+    """What happened to one slide."""
+
+    slide: str
+    output: str
+    status: str
+    n_tiles: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def tiles_per_s(self) -> float:
+        """Tiles embedded per second, tiling and writing included."""
+        return self.n_tiles / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain data."""
+        d = dict(self.__dict__)
+        d["tiles_per_s"] = round(self.tiles_per_s, 2)
+        return d
+
+
+@dataclass
+class Summary:
+    """The outcome of a batch or a watch session."""
+
+    results: list[SlideResult] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        """Slides with ``status``."""
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles embedded in this run (skipped slides not counted)."""
+        return sum(r.n_tiles for r in self.results if r.status == "done")
+
+    @property
+    def exit_code(self) -> int:
+        """0 all good, 3 if any slide failed, 130 if stopped by a signal (batch)."""
+        if self.count("failed"):
+            return 3
+        return 130 if self.interrupted else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain data (the ``--json`` output)."""
+        done = self.count("done")
+        return {
+            "slides": len(self.results),
+            **{s: self.count(s) for s in STATUSES},
+            "tiles": self.n_tiles,
+            "seconds": round(self.seconds, 3),
+            "tiles_per_s": round(self.n_tiles / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "wsi_per_min": round(60 * done / self.seconds, 3) if self.seconds > 0 else 0.0,
+            "interrupted": self.interrupted,
+            "exit_code": self.exit_code,
+            "failures": [
+                {"slide": r.slide, "error": r.error} for r in self.results if r.status == "failed"
+            ],
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+class Reporter(Protocol):
+    """Progress callbacks (the CLI draws rich bars; the library logs)."""
+
+    def slide_started(self, slide: Path, n_tiles: int) -> None: ...
+
+    def tiles_done(self, n: int) -> None: ...
+
+    def slide_finished(self, result: SlideResult) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing."""
+
+    def slide_started(self, slide: Path, n_tiles: int) -> None:
+        """A slide was tiled and its embedding starts."""
+
+    def tiles_done(self, n: int) -> None:
+        """``n`` more tiles of the current slide are embedded."""
+
+    def slide_finished(self, result: SlideResult) -> None:
+        """A slide is done, skipped, busy or failed."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The identity of the model a run embeds with (stored in every feature file)."""
+
+    id: str
+    sha256: str
+    engine: str
+    precision: str
+
+
+def default_min_tissue() -> float:
+    """``tile_slide``'s default tissue fraction (so the resume key names the value used)."""
+    from edgepath.slides import tile_slide
+
+    return float(inspect.signature(tile_slide).parameters["min_tissue"].default)
+
+
+class Embedder:
+    """Embeds slides one by one into ``out_dir`` with one engine and a pool of reader workers.
+
+    Args:
+        engine: An ``edgepath.runtime.Engine`` (``__call__`` on normalised NCHW float32).
+        model: The model's identity (id, weights hash, engine, precision).
+        out_dir: Folder of the feature files.
+        batch: Tiles per engine call.
+        workers: Reader processes (0 reads in this process).
+        min_tissue: Tissue fraction a tile needs (``None``: ``tile_slide``'s default).
+        slide_mpp: Level-0 mpp for slides whose files do not record it.
+        force: Recompute slides that are already done.
+        stale_after: Seconds without heartbeat after which another process's lock is taken over.
+        reporter: Progress callbacks.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        model: ModelInfo,
+        out_dir: str | os.PathLike[str],
+        *,
+        batch: int = 32,
+        workers: int = 2,
+        min_tissue: float | None = None,
+        slide_mpp: float | None = None,
+        force: bool = False,
+        stale_after: float = STALE_AFTER_S,
+        heartbeat: float = HEARTBEAT_S,
+        reporter: Reporter | None = None,
+    ) -> None:
+        spec = engine.spec
+        self.engine = engine
+        self.model = model
+        self.out_dir = Path(out_dir)
+        self.force = force
+        self.stale_after = stale_after
+        self.heartbeat = min(heartbeat, stale_after / 4)
+        self.reporter: Reporter = reporter or NullReporter()
+        self.tiling = Tiling(
+            mpp=float(spec.input.mpp),
+            tile_px=int(spec.input.tile_px),
+            min_tissue=default_min_tissue() if min_tissue is None else float(min_tissue),
+            slide_mpp=slide_mpp,
+        )
+        self.pre = Preprocess(
+            mpp=self.tiling.mpp,
+            tile_px=self.tiling.tile_px,
+            mean=tuple(spec.input.mean),
+            std=tuple(spec.input.std),
+            slide_mpp=slide_mpp,
+            uint8=getattr(engine, "input_format", "nchw-float32") == "nhwc-uint8",
+        )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        sweep(self.out_dir, stale_after=stale_after)
+        self.reader = TileReader(self.pre, batch=batch, workers=workers)
+        self._stop = False
+
+    def request_stop(self) -> None:
+        """Ask the current slide to stop at the next batch (signal-handler safe)."""
+        self._stop = True
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stop
+
+    def process(self, slide: str | os.PathLike[str]) -> SlideResult:
+        """Embed one slide unless it is done or claimed; never raises for a bad slide.
+
+        Raises:
+            Interrupted: A stop was requested while the slide was being embedded (its lock is
+                released and no partial file is left).
+        """
+        slide = Path(slide)
+        out = output_path(slide, self.out_dir)
+        t0 = time.perf_counter()
+        result = SlideResult(slide=str(slide), output=str(out), status="failed")
+        lock: SlideLock | None = None
+        try:
+            fp = fingerprint(slide)
+            key = job_key(model_sha256=self.model.sha256, input_fingerprint=fp, tiling=self.tiling)
+            if not self.force and is_done(out, key):
+                result.status = "skipped"
+                return result
+            lock = SlideLock(lock_path(out), heartbeat=self.heartbeat, stale_after=self.stale_after)
+            if not lock.acquire():
+                result.status = "busy"
+                return result
+            if not self.force and is_done(out, key):  # finished by another process meanwhile
+                result.status = "skipped"
+                return result
+            remove_temps(out)
+            result.n_tiles = self._embed(slide, out, key=key, fp=fp, lock=lock)
+            result.status = "done"
+        except Interrupted:
+            raise
+        except Exception as exc:  # one bad slide never stops the batch
+            log.debug("%s failed", slide, exc_info=True)
+            result.error = _one_line(exc)
+        finally:
+            if lock is not None:
+                lock.release()
+            result.seconds = time.perf_counter() - t0
+            self.reporter.slide_finished(result)
+        return result
+
+    def _embed(self, slide: Path, out: Path, *, key: str, fp: str, lock: SlideLock) -> int:
+        from edgepath.slides import open_slide, tile_slide
+
+        with open_slide(slide, mpp=self.tiling.slide_mpp) as s:
+            grid = tile_slide(
+                s,
+                mpp=self.tiling.mpp,
+                tile_px=self.tiling.tile_px,
+                min_tissue=self.tiling.min_tissue,
+            )
+            slide_info = {
+                "slide_name": slide.name,
+                "slide_dimensions": list(s.dimensions),
+                "slide_mpp": float(s.mpp),
+                "mpp_source": str(getattr(grid, "mpp_source", s.mpp_source)),
+            }
+        coords = np.asarray(grid.coords, dtype=np.int64).reshape(-1, 2)
+        self.reporter.slide_started(slide, len(coords))
+        feats = np.empty((len(coords), int(self.engine.embed_dim)), dtype=np.float32)
+        n = 0
+        for start, x in self.reader.batches(slide, coords, should_stop=lambda: self._stop):
+            y = self.engine.embed_tiles(x) if self.pre.uint8 else self.engine(x)
+            feats[start : start + len(x)] = y
+            n += len(x)
+            self.reporter.tiles_done(len(x))
+        if self._stop:
+            raise Interrupted(f"{slide}: stopped before it was complete; nothing was written")
+        if n != len(coords):
+            raise EdgepathError(f"{slide}: embedded {n} of {len(coords)} tiles")
+        if not lock.held:
+            raise EdgepathError(
+                f"{out}: another process took this slide's lock over (heartbeat older than "
+                f"{self.stale_after:.0f} s); its result is kept, this one dropped"
+            )
+        if not len(coords):
+            log.warning("%s: no tissue tiles found; writing an empty feature file", slide.name)
+        write_features(
+            out,
+            feats,
+            coords,
+            mpp=float(grid.mpp),
+            tile_px=int(grid.tile_px),
+            level0_tile_size=float(grid.level0_tile_size),
+            attrs={
+                "key": key,
+                "model_id": self.model.id,
+                "model_sha256": self.model.sha256,
+                "engine": self.model.engine,
+                "precision": self.model.precision,
+                "input_fingerprint": fp,
+                "tiling": self.tiling.to_dict(),
+                "min_tissue": self.tiling.min_tissue,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "edgepath_version": __version__,
+                **slide_info,
+            },
+        )
+        return len(coords)
+
+    def run(self, slides: list[Path]) -> Summary:
+        """Process ``slides`` in order; stops cleanly (``interrupted``) when a stop is requested."""
+        summary = Summary()
+        t0 = time.perf_counter()
+        try:
+            for slide in slides:
+                if self._stop:
+                    summary.interrupted = True
+                    break
+                summary.results.append(self.process(slide))
+        except Interrupted as exc:
+            log.warning("%s", exc)
+            summary.interrupted = True
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    def close(self) -> None:
+        """Stop the reader workers and close the engine."""
+        self.reader.close()
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,155 @@
+"""Watch a scanner's output folder: embed each slide once, after it has stopped growing.
+
+Scanners write a slide over minutes. A file is *settled* once its size and modification time
+have not changed for ``settle`` seconds; only then is it embedded, once. A file that changes
+afterwards (a rescan under the same name) is considered again; the resume key then decides
+whether its features are recomputed. Bad slides are logged and not retried until they change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepath.embed.jobs import SLIDE_SUFFIXES
+from edgepath.embed.run import Embedder, Interrupted, SlideResult, Summary
+
+log = logging.getLogger(__name__)
+
+#: Names scanners and copy tools give files still being written.
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".copying")
+
+
+@dataclass
+class _State:
+    size: int
+    mtime_ns: int
+    since: float  # monotonic time this (size, mtime) was first seen
+
+
+class Inbox:
+    """Tracks the files of a folder and tells which have settled and are not yet handled.
+
+    Args:
+        folder: The folder the scanner writes to (not searched recursively).
+        settle: Seconds a file's size and mtime must stay unchanged.
+        suffixes: Slide file suffixes to consider (lower case).
+        clock: Monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        settle: float,
+        suffixes: tuple[str, ...] = SLIDE_SUFFIXES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.folder = Path(folder)
+        self.settle = settle
+        self.suffixes = suffixes
+        self.clock = clock
+        self._seen: dict[Path, _State] = {}
+        self._handled: dict[Path, tuple[int, int]] = {}
+
+    def _candidates(self) -> list[Path]:
+        out = []
+        for p in self.folder.iterdir():
+            name = p.name.lower()
+            if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES):
+                continue
+            if p.suffix.lower() in self.suffixes and p.is_file():
+                out.append(p)
+        return sorted(out)
+
+    def ready(self) -> list[Path]:
+        """Settled files not handled yet (in name order)."""
+        now = self.clock()
+        ready = []
+        present = set()
+        for p in self._candidates():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            present.add(p)
+            sig = (st.st_size, st.st_mtime_ns)
+            state = self._seen.get(p)
+            if state is None or (state.size, state.mtime_ns) != sig:
+                self._seen[p] = _State(st.st_size, st.st_mtime_ns, now)
+                if state is not None:
+                    log.debug("%s is still growing (%d bytes)", p.name, st.st_size)
+                continue
+            if st.st_size == 0 or self._handled.get(p) == sig:
+                continue
+            if now - state.since >= self.settle:
+                ready.append(p)
+        for gone in set(self._seen) - present:  # removed or renamed: forget it
+            self._seen.pop(gone, None)
+            self._handled.pop(gone, None)
+        return ready
+
+    def mark_handled(self, path: Path) -> None:
+        """Do not offer ``path`` again unless it changes."""
+        state = self._seen.get(path)
+        if state is not None:
+            self._handled[path] = (state.size, state.mtime_ns)
+
+
+def watch(
+    embedder: Embedder,
+    inbox: str | os.PathLike[str],
+    *,
+    poll: float = 5.0,
+    settle: float = 30.0,
+    on_result: Callable[[SlideResult], None] | None = None,
+    max_slides: int | None = None,
+) -> Summary:
+    """Embed settled slides from ``inbox`` until ``embedder.request_stop()`` (or ``max_slides``).
+
+    Args:
+        embedder: The run's embedder (engine, readers, output folder).
+        inbox: Folder to watch.
+        poll: Seconds between scans.
+        settle: Seconds a file must stay unchanged before it is embedded.
+        on_result: Called with each slide's result (the CLI prints one line per slide).
+        max_slides: Stop after this many slides were handled (tests, one-shot jobs).
+
+    Returns:
+        The summary of every slide handled in this session.
+    """
+    box = Inbox(inbox, settle=settle)
+    summary = Summary()
+    busy: set[Path] = set()
+    t0 = time.perf_counter()
+    log.info("watching %s (poll %.1f s, settle %.1f s)", inbox, poll, settle)
+    try:
+        while not embedder.stopping:
+            for path in box.ready():
+                if embedder.stopping:
+                    break
+                result = embedder.process(path)
+                if result.status == "busy":  # another process has it: look again later
+                    if path in busy:
+                        continue
+                    busy.add(path)
+                else:
+                    box.mark_handled(path)
+                    busy.discard(path)
+                summary.results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                if max_slides is not None and len(summary.results) >= max_slides:
+                    embedder.request_stop()
+            deadline = time.monotonic() + poll
+            while not embedder.stopping and time.monotonic() < deadline:
+                time.sleep(min(0.2, poll))
+    except Interrupted as exc:
+        log.info("%s", exc)
+    summary.interrupted = True
+    summary.seconds = time.perf_counter() - t0
+    return summary
