@@ -18,6 +18,7 @@ from edgepath.errors import EdgepathError
 #: A verb is listed here only once it works: no placeholder commands.
 COMMANDS: dict[str, str] = {
     "cards": "edgepath.cli.cards:cards",
+    "embed": "edgepath.cli.embed:embed", "watch": "edgepath.cli.embed:watch",
 }
 
 
