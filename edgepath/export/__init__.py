@@ -1,0 +1,1 @@
+"""Export: ONNX, OpenVINO IR, TensorRT engines, Jetson build bundles, Triton repositories."""

@@ -1,0 +1,8 @@
+"""One ``Engine`` interface over torch, onnxruntime, openvino and tensorrt (runtimes load lazily)."""
+
+from __future__ import annotations
+
+from edgepath.runtime.base import Engine, normalize
+from edgepath.runtime.select import ENGINES, artifact_files, available_engines, open_engine
+
+__all__ = ["ENGINES", "Engine", "artifact_files", "available_engines", "normalize", "open_engine"]

@@ -1,0 +1,204 @@
+"""Pick and open an engine for a model reference: artifact folder, ``Encoder``, card or student."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgepath.errors import ArtifactError, ConfigError, MissingDependencyError
+from edgepath.runtime.base import Engine
+
+log = logging.getLogger(__name__)
+
+ENGINES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+#: Which file suffix each engine runs.
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "torch": (".safetensors",),
+    "onnxruntime": (".onnx",),
+    "openvino": (".xml", ".onnx"),
+    "tensorrt": (".plan", ".engine"),
+}
+
+_MODULES = {
+    "torch": "torch",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+_EXTRAS = {
+    "torch": "torch",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "tensorrt": "tensorrt",
+}
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - broken torch install
+        return False
+
+
+def available_engines() -> list[str]:
+    """Engines whose runtime is installed here (TensorRT only with a CUDA GPU), fastest first.
+
+    Order on this machine's hardware: with a CUDA GPU, tensorrt > onnxruntime > torch; on CPU,
+    openvino > onnxruntime > torch (measured in docs/export.md on x86: OpenVINO's CPU plugin
+    beats onnxruntime's default CPU provider on ViTs, and both beat eager torch).
+    """
+    found = [e for e in ENGINES if importlib.util.find_spec(_MODULES[e]) is not None]
+    if "tensorrt" in found and not _cuda():
+        found.remove("tensorrt")
+    order = (
+        ("tensorrt", "onnxruntime", "torch", "openvino")
+        if _cuda()
+        else (
+            "openvino",
+            "onnxruntime",
+            "torch",
+        )
+    )
+    return [e for e in order if e in found]
+
+
+def artifact_files(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    """The model files of an artifact by engine that can run them (existing files only)."""
+    files = [folder / str(f) for f in manifest.get("files", {}).values()]
+    out: dict[str, Path] = {}
+    for engine, suffixes in SUFFIXES.items():
+        for suffix in suffixes:  # an engine's preferred format first (.xml before .onnx)
+            hit = next((f for f in files if f.suffix == suffix and f.is_file()), None)
+            if hit is not None:
+                out[engine] = hit
+                break
+    return out
+
+
+def open_engine(
+    ref: Any,
+    *,
+    engine: str = "auto",
+    threads: int | None = None,
+    device: str | None = None,
+) -> Engine:
+    """Open a model on an engine.
+
+    Args:
+        ref: An artifact folder (its manifest names the files), an ``Encoder``, or anything
+            ``edgepath.models.load_model`` takes (teacher card, student name).
+        engine: ``auto`` (the fastest installed engine that can run the artifact's files),
+            ``torch``, ``onnxruntime``, ``openvino`` or ``tensorrt``.
+        threads: Intra-op threads.
+        device: Engine-specific device (``cpu``, ``cuda:0``, OpenVINO ``GPU`` …).
+
+    Raises:
+        ConfigError: Unknown engine, or an engine that cannot run this artifact.
+        MissingDependencyError: The engine's runtime is not installed.
+    """
+    if engine != "auto" and engine not in ENGINES:
+        raise ConfigError(
+            f"unknown engine '{engine}'; expected auto or one of: {', '.join(ENGINES)}"
+        )
+    if engine not in ("auto", "torch") and importlib.util.find_spec(_MODULES[engine]) is None:
+        raise MissingDependencyError(
+            _MODULES[engine], _EXTRAS[engine], purpose=f"--engine {engine}"
+        )
+    from edgepath.artifact import is_artifact
+
+    if hasattr(ref, "forward_tokens") and hasattr(ref, "spec"):  # an Encoder
+        return _torch(ref, engine, threads=threads, device=device)
+    if isinstance(ref, str | Path) and is_artifact(ref):
+        return _open_artifact(Path(ref), engine, threads=threads, device=device)
+    if isinstance(ref, str | Path) and Path(ref).is_dir():
+        raise ArtifactError(
+            f"{ref}: not an edgepath artifact (no edgepath.json); pass a folder written by "
+            "edgepath distill/quantize/export"
+        )
+    from edgepath import models
+
+    load_model = getattr(models, "load_model", None)
+    if load_model is None:  # pragma: no cover - models stage not installed
+        raise ConfigError(f"cannot open '{ref}': pass an artifact folder or an Encoder")
+    encoder, _ = load_model(ref)
+    return _torch(encoder, engine, threads=threads, device=device)
+
+
+def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None) -> Engine:
+    if engine not in ("auto", "torch"):
+        raise ConfigError(
+            f"--engine {engine} needs an exported model; run edgepath export first (a torch "
+            "model runs on --engine torch)"
+        )
+    from edgepath.runtime.torch_engine import TorchEngine
+
+    return TorchEngine(encoder, threads=threads, device=device)
+
+
+def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: str | None) -> Engine:
+    from edgepath.artifact import manifest_spec, read_manifest
+
+    manifest = read_manifest(folder)
+    if manifest.get("status", "ok") != "ok":
+        raise ArtifactError(
+            f"{folder}: artifact status is '{manifest.get('status')}' (a gate failed); it must "
+            "not be used as a model"
+        )
+    spec = manifest_spec(folder, manifest)
+    precision = str(manifest.get("precision", "fp32"))
+    runnable = artifact_files(folder, manifest)
+    if not runnable:
+        raise ArtifactError(
+            f"{folder}: manifest lists no model file any engine can run; re-create the artifact"
+        )
+    if engine == "auto":
+        choices = [e for e in available_engines() if e in runnable]
+        preferred = manifest.get("engine")
+        if preferred in runnable and preferred in available_engines() and preferred != "torch":
+            # The stage that wrote the artifact validated it on this engine (e.g. openvino for
+            # an NNCF OpenVINO INT8 IR); it wins over the generic speed order.
+            choices.insert(0, preferred)
+        if not choices:
+            raise MissingDependencyError(
+                _MODULES[next(iter(runnable))],
+                _EXTRAS[next(iter(runnable))],
+                purpose=f"running {folder}",
+            )
+        engine = choices[0]
+    if engine not in runnable:
+        raise ConfigError(
+            f"{folder}: --engine {engine} cannot run this artifact (it has "
+            f"{', '.join(p.name for p in runnable.values())}); use --engine "
+            f"{' or '.join(runnable)}"
+        )
+    path = runnable[engine]
+    log.info("opening %s with %s", path, engine)
+    if engine == "torch":
+        from edgepath.artifact import load_encoder
+        from edgepath.runtime.torch_engine import TorchEngine
+
+        return TorchEngine(load_encoder(folder), threads=threads, device=device)
+    if engine == "onnxruntime":
+        from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(
+            path, spec=spec, precision=precision, threads=threads, device=device
+        )
+    if engine == "openvino":
+        from edgepath.runtime.openvino_engine import OpenVINOEngine
+
+        return OpenVINOEngine(path, spec=spec, precision=precision, threads=threads, device=device)
+    from edgepath.runtime.tensorrt_engine import TensorRTEngine
+
+    return TensorRTEngine(
+        path,
+        spec=spec,
+        precision=precision,
+        device=device,
+        built_with=manifest.get("tensorrt"),
+    )
