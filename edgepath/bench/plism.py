@@ -198,11 +198,21 @@ def summarize(values: Iterable[float]) -> dict[str, float | int]:
     """Mean, std, median and IQR (plismbench's aggregation), with the count."""
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
-        return {"n": 0, "mean": float("nan"), "std": float("nan"), "median": float("nan"),
-                "iqr": float("nan")}  # fmt: skip
+        return {
+            "n": 0,
+            "mean": float("nan"),
+            "std": float("nan"),
+            "median": float("nan"),
+            "iqr": float("nan"),
+        }
     q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75])
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
-            "median": float(med), "iqr": float(q3 - q1)}  # fmt: skip
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "median": float(med),
+        "iqr": float(q3 - q1),
+    }
 
 
 def group_stats(rows: list[dict[str, Any]], *, ks: Sequence[int] = KS) -> dict[str, Any]:

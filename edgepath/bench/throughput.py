@@ -1,0 +1,497 @@
+"""Throughput: tiles/s, batch latency, memory and fraction of the GEMM ceiling, per engine/precision.
+
+Every variant (one model on one engine at one precision) is opened first, then timed in rounds:
+each round runs every variant's batches back to back, so that a change in machine load (other
+processes) hits all variants alike and the ratios between them stay fair. Medians over all
+timed batches are reported, with p95.
+
+A model is an artifact folder, a teacher card (random weights: throughput needs only the
+architecture; labelled as such), or a student name with random weights, optionally at a given
+mpp (``vit-s14@2.0``). Float variants for onnxruntime/openvino are exported with
+``edgepath.export.onnx.export_onnx``; INT8 variants come from ``edgepath.quantize``.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepath.bench import machine
+from edgepath.bench.flops import VitCost, vit_cost
+from edgepath.errors import ConfigError, EdgepathError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRef:
+    """A model to benchmark, resolved.
+
+    Attributes:
+        ref: What the user passed.
+        name: Display name (``vit-s14@2.0``, ``uni``, an artifact's name).
+        source: ``artifact``, ``teacher`` or ``student``.
+        random_weights: True when weights are random (teachers and bare students).
+        spec: The encoder spec (input tile px and mpp included).
+        encoder: The torch encoder (None for artifacts without torch weights).
+        artifact: The artifact folder, if any.
+        manifest: Its manifest.
+    """
+
+    ref: str
+    name: str
+    source: str
+    random_weights: bool
+    spec: Any
+    encoder: Any = None
+    artifact: Path | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mpp(self) -> float:
+        """The model's input resolution, µm/px."""
+        return float(self.spec.input.mpp)
+
+    @property
+    def tile_px(self) -> int:
+        """The model's tile size."""
+        return int(self.spec.input.tile_px)
+
+
+def resolve_model(ref: str) -> ModelRef:
+    """Resolve an artifact folder, a teacher card, or a student name (``NAME[@MPP]``)."""
+    from edgepath.artifact import is_artifact, manifest_spec, read_manifest
+    from edgepath.models.students import STUDENTS
+
+    name, _, mpp = str(ref).partition("@")
+    if name in STUDENTS:
+        from edgepath.models.loading import random_encoder, seed_for, student_input
+        from edgepath.models.students import student_spec
+
+        try:
+            overrides = {"mpp": float(mpp)} if mpp else {}
+        except ValueError:
+            raise ConfigError(
+                f"'{ref}': the part after @ must be an mpp, e.g. vit-s14@2.0"
+            ) from None
+        spec = student_spec(name, input=student_input(**overrides))
+        enc = random_encoder(spec, seed=seed_for(name))
+        return ModelRef(str(ref), str(ref), "student", True, spec, encoder=enc)
+    if mpp:
+        raise ConfigError(f"'{ref}': @MPP is only for student names ({', '.join(STUDENTS)})")
+    if is_artifact(ref):
+        folder = Path(ref)
+        manifest = read_manifest(folder)
+        spec = manifest_spec(folder, manifest)
+        enc = None
+        if str(manifest.get("files", {}).get("weights", "")).endswith(".safetensors"):
+            from edgepath.artifact import load_encoder
+
+            enc = load_encoder(folder)
+        return ModelRef(
+            str(ref),
+            str(manifest.get("name", folder.name)),
+            "artifact",
+            bool(manifest.get("random_weights", False)),
+            spec,
+            encoder=enc,
+            artifact=folder,
+            manifest=manifest,
+        )
+    from edgepath.models import load_model
+
+    # teachers: throughput needs only the architecture, so random weights (labelled)
+    enc, info = load_model(str(ref), random_weights=True)
+    return ModelRef(
+        str(ref),
+        str(info.get("name", ref)),
+        str(info.get("source", "teacher")),
+        True,
+        enc.spec,
+        encoder=enc,
+    )
+
+
+@dataclass
+class Variant:
+    """One model on one engine at one precision, opened and ready."""
+
+    model: ModelRef
+    engine_name: str
+    precision: str
+    engine: Any
+    model_rss_mb: float | None = None
+    open_s: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """``model · engine precision``."""
+        return f"{self.model.name} · {self.engine_name} {self.precision}"
+
+
+def _export_float(model: ModelRef, folder: Path) -> Path:
+    """An fp32 ONNX export artifact of a torch model (for onnxruntime / openvino)."""
+    from edgepath.artifact import new_manifest, write_manifest
+    from edgepath.export.onnx import export_onnx
+
+    if model.encoder is None:
+        raise ConfigError(f"{model.ref}: no torch weights to export an fp32 ONNX model from")
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(model.encoder, folder / "model.onnx")
+    manifest = new_manifest(
+        "export",
+        model.spec,
+        name=model.name,
+        precision="fp32",
+        engine="onnxruntime",
+        files={"onnx": "model.onnx"},
+        random_weights=model.random_weights,
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def _quantize_int8(model: ModelRef, folder: Path, *, engine: str) -> Path:
+    """An INT8 artifact of a torch model through ``edgepath.quantize`` (calibrated on real tiles)."""
+    try:
+        from edgepath.quantize import quantize_for_bench
+    except ImportError:
+        raise EdgepathError(
+            "INT8 variants need edgepath.quantize (not available in this install); benchmark a "
+            "quantized artifact folder instead"
+        ) from None
+    if model.encoder is None:
+        raise ConfigError(f"{model.ref}: no torch weights to quantize")
+    return quantize_for_bench(model.encoder, folder, engine=engine)
+
+
+def open_variants(
+    model: ModelRef,
+    *,
+    engines: Sequence[str],
+    precisions: Sequence[str],
+    threads: int,
+    workdir: Path,
+) -> tuple[list[Variant], list[str]]:
+    """Open every (engine, precision) this model can run; returns variants and skip notes."""
+    from edgepath.runtime import open_engine
+
+    variants, skipped = [], []
+    prepared: dict[str, Path] = {}
+    for precision in precisions:
+        for engine in engines:
+            key = f"{engine}-{precision}"
+            try:
+                if model.artifact is not None and model.manifest.get("precision") == precision:
+                    target: Any = model.artifact
+                elif engine == "torch":
+                    if precision != "fp32":
+                        raise ConfigError(f"torch eager on CPU runs fp32 only, not {precision}")
+                    if model.encoder is None:
+                        raise ConfigError("no torch weights in this artifact")
+                    target = model.encoder
+                elif precision == "fp32":
+                    if "fp32" not in prepared:
+                        prepared["fp32"] = _export_float(model, workdir / "fp32")
+                    target = prepared["fp32"]
+                elif precision == "int8":
+                    k = f"int8-{engine}"
+                    if k not in prepared:
+                        prepared[k] = _quantize_int8(model, workdir / k, engine=engine)
+                    target = prepared[k]
+                else:
+                    raise ConfigError(f"no {precision} variant can be prepared on {engine}")
+                rss0 = machine.rss_mb()
+                t0 = time.perf_counter()
+                eng = open_engine(target, engine=engine, threads=threads)
+                variants.append(
+                    Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
+                )
+                rss1 = machine.rss_mb()
+                if rss0 is not None and rss1 is not None:
+                    variants[-1].model_rss_mb = rss1 - rss0
+            except EdgepathError as exc:
+                log.warning("%s %s: skipped (%s)", model.name, key, exc)
+                skipped.append(f"{model.name} {key}: {exc}")
+    return variants, skipped
+
+
+def _batch(model: ModelRef, batch: int, seed: int = 0) -> np.ndarray:
+    """Normalised float32 NCHW input from random uint8 tiles (the engines' __call__ input)."""
+    from edgepath.runtime import normalize
+
+    rng = np.random.default_rng(seed)
+    tiles = rng.integers(0, 256, (batch, model.tile_px, model.tile_px, 3), dtype=np.uint8)
+    return normalize(tiles, model.spec)
+
+
+def time_variants(
+    variants: Sequence[Variant],
+    *,
+    batch: int,
+    warmup: int = 1,
+    rounds: int = 3,
+    per_round: int = 2,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Interleaved timing: ``rounds`` × (every variant: ``per_round`` timed batches).
+
+    Returns:
+        label -> ``samples`` (seconds per batch), ``peak_rss_mb``.
+    """
+    inputs = {v.model.name: _batch(v.model, batch) for v in variants}
+    out: dict[str, dict[str, Any]] = {
+        v.label: {"samples": [], "peak_rss_mb": None} for v in variants
+    }
+    for v in variants:  # warm-up (graph compilation, allocator, caches)
+        for _ in range(warmup):
+            v.engine(inputs[v.model.name])
+        if v.model_rss_mb is not None:
+            v.model_rss_mb = max(v.model_rss_mb, 0.0)
+    for r in range(rounds):
+        for v in variants:
+            if on_step:
+                on_step(f"round {r + 1}/{rounds}: {v.label}")
+            x = inputs[v.model.name]
+            machine.peak_rss_reset()
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                v.engine(x)
+                out[v.label]["samples"].append(time.perf_counter() - t0)
+            peak = machine.rss_mb(peak=True)
+            prev = out[v.label]["peak_rss_mb"]
+            out[v.label]["peak_rss_mb"] = peak if prev is None else max(prev, peak or 0)
+    return out
+
+
+def tiles_for_area(tissue_mm2: float, *, tile_px: int, mpp: float) -> int:
+    """Tiles covering ``tissue_mm2`` of tissue at ``mpp`` (tile side = tile_px × mpp µm)."""
+    side_mm = tile_px * mpp / 1000.0
+    return max(1, int(np.ceil(tissue_mm2 / (side_mm * side_mm))))
+
+
+def slide_tiles(slide: Path, *, tile_px: int, mpp: float) -> int:
+    """Tissue tiles of ``slide`` at the model's mpp and tile size (``tile_slide``'s defaults)."""
+    from edgepath.slides import open_slide, tile_slide
+
+    with open_slide(slide) as s:
+        return len(tile_slide(s, mpp=mpp, tile_px=tile_px).coords)
+
+
+def summarize_row(
+    v: Variant,
+    timing: dict[str, Any],
+    *,
+    batch: int,
+    threads: int,
+    cost: VitCost,
+    ceiling: dict[str, Any] | None,
+    tiles_per_slide: int,
+    basis: str,
+) -> dict[str, Any]:
+    """One result row (the JSON every report reads)."""
+    s = sorted(timing["samples"])
+    p50 = statistics.median(s)
+    p95 = float(np.percentile(s, 95))
+    tps = batch / p50
+    achieved = cost.flops * tps / 1e9
+    row = {
+        "model": v.model.name,
+        "source": v.model.source,
+        "random_weights": v.model.random_weights,
+        "engine": v.engine_name,
+        "precision": v.precision,
+        "batch": batch,
+        "threads": threads,
+        "tile_px": v.model.tile_px,
+        "mpp": v.model.mpp,
+        "tiles_per_s": tps,
+        "latency_ms_p50": p50 * 1e3,
+        "latency_ms_p95": p95 * 1e3,
+        "n_batches": len(s),
+        "model_rss_mb": v.model_rss_mb,
+        "peak_rss_mb": timing["peak_rss_mb"],
+        "gflops_per_tile": cost.gflops,
+        "achieved_gflops": achieved,
+        "ceiling_gflops": ceiling["gflops"] if ceiling else None,
+        "ceiling_kernel": ceiling["kernel"] if ceiling else None,
+        "ceiling_fraction": achieved / ceiling["gflops"] if ceiling else None,
+        "tiles_per_slide": tiles_per_slide,
+        "tiles_per_slide_basis": basis,
+        "wsi_per_min": 60.0 * tps / tiles_per_slide,
+        "wsi_method": "computed: tiles_per_slide / tiles_per_s (model only)",
+    }
+    return row
+
+
+def run_throughput(
+    refs: Sequence[str],
+    *,
+    engines: Sequence[str] = ("torch", "onnxruntime", "openvino"),
+    precisions: Sequence[str] = ("fp32", "int8"),
+    batches: Sequence[int] = (16,),
+    threads: int = 2,
+    warmup: int = 1,
+    rounds: int = 3,
+    per_round: int = 2,
+    slide: Path | None = None,
+    tiles_per_slide: int | None = None,
+    tissue_mm2: float = 150.0,
+    ceiling: bool = True,
+    workdir: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Benchmark models × engines × precisions × batch sizes, side by side in one run.
+
+    Args:
+        refs: Models (artifact folders, teacher cards, ``student[@mpp]`` names).
+        engines: Engines to try (variants an engine cannot run are skipped with a note).
+        precisions: ``fp32``, ``int8``.
+        batches: Batch sizes.
+        threads: Intra-op threads for every engine.
+        warmup: Untimed batches per variant.
+        rounds: Interleaved rounds.
+        per_round: Timed batches per variant per round.
+        slide: A slide whose tissue tiles at each model's mpp give WSI/min.
+        tiles_per_slide: Else this tile count at each model's own mpp.
+        tissue_mm2: Else this tissue area (default 150 mm²: about 12,000 tiles of 224 px at
+            0.5 mpp, a typical resection slide).
+        ceiling: Measure the GEMM ceiling per engine/precision at each model's shapes.
+        workdir: Where exported/quantized variants go (a temporary folder by default).
+        on_step: Progress callback.
+
+    Returns:
+        ``{"kind": "throughput", "machine", "settings", "rows", "ceilings", "skipped"}``.
+    """
+    from edgepath.bench.gemm import PRECISIONS, gemm_ceiling, model_shapes
+
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgepath-bench-")
+        workdir = Path(tmp.name)
+    try:
+        models = [resolve_model(r) for r in refs]
+        variants: list[Variant] = []
+        skipped: list[str] = []
+        for i, m in enumerate(models):
+            if on_step:
+                on_step(f"preparing {m.name}")
+            vs, sk = open_variants(
+                m,
+                engines=engines,
+                precisions=precisions,
+                threads=threads,
+                workdir=workdir / f"{i}-{m.name.replace('@', '_').replace('/', '_')}",
+            )
+            variants += vs
+            skipped += sk
+        if not variants:
+            raise EdgepathError("no variant could be opened: " + "; ".join(skipped))
+        costs = {m.name: vit_cost(m.spec) for m in models}
+        counts: dict[str, tuple[int, str]] = {}
+        for m in models:
+            if slide is not None:
+                n = slide_tiles(Path(slide), tile_px=m.tile_px, mpp=m.mpp)
+                counts[m.name] = (n, f"tissue tiles of {Path(slide).name} at {m.mpp} mpp")
+            elif tiles_per_slide is not None:
+                counts[m.name] = (
+                    int(tiles_per_slide),
+                    f"stated: {tiles_per_slide} tiles at {m.mpp} mpp",
+                )
+            else:
+                n = tiles_for_area(tissue_mm2, tile_px=m.tile_px, mpp=m.mpp)
+                counts[m.name] = (n, f"{tissue_mm2:g} mm² of tissue at {m.mpp} mpp")
+        rows, ceilings = [], []
+        for b in batches:
+            timing = time_variants(
+                variants,
+                batch=b,
+                warmup=warmup,
+                rounds=rounds,
+                per_round=per_round,
+                on_step=on_step,
+            )
+            ceil_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+            if ceiling:
+                for v in variants:
+                    key = (v.model.name, v.engine_name, v.precision)
+                    if key in ceil_cache or v.precision not in PRECISIONS.get(v.engine_name, ()):
+                        continue
+                    if on_step:
+                        on_step(f"GEMM ceiling {v.engine_name} {v.precision} ({v.model.name})")
+                    c = gemm_ceiling(
+                        v.engine_name,
+                        v.precision,
+                        model_shapes(costs[v.model.name], b),
+                        threads=threads,
+                    )
+                    c.update(model=v.model.name, batch=b)
+                    ceil_cache[key] = c
+                    ceilings.append(c)
+            for v in variants:
+                n, basis = counts[v.model.name]
+                rows.append(
+                    summarize_row(
+                        v,
+                        timing[v.label],
+                        batch=b,
+                        threads=threads,
+                        cost=costs[v.model.name],
+                        ceiling=ceil_cache.get((v.model.name, v.engine_name, v.precision)),
+                        tiles_per_slide=n,
+                        basis=basis,
+                    )
+                )
+        for v in variants:
+            v.engine.close()
+        _add_ratios(rows)
+        return {
+            "kind": "throughput",
+            "machine": machine.describe(threads=threads),
+            "settings": {
+                "models": list(refs),
+                "engines": list(engines),
+                "precisions": list(precisions),
+                "batches": list(batches),
+                "threads": threads,
+                "warmup": warmup,
+                "rounds": rounds,
+                "per_round": per_round,
+                "slide": str(slide) if slide else None,
+            },
+            "costs": {
+                k: {
+                    "gflops_per_tile": c.gflops,
+                    "tokens": c.tokens,
+                    "width": c.width,
+                    "depth": c.depth,
+                }
+                for k, c in costs.items()
+            },
+            "rows": rows,
+            "ceilings": ceilings,
+            "skipped": skipped,
+        }
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each row's speed-up over the same model's torch fp32 row at the same batch."""
+    base = {
+        (r["model"], r["batch"]): r["tiles_per_s"]
+        for r in rows
+        if r["engine"] == "torch" and r["precision"] == "fp32"
+    }
+    for r in rows:
+        b = base.get((r["model"], r["batch"]))
+        r["speedup_vs_torch_fp32"] = r["tiles_per_s"] / b if b else None

@@ -1,0 +1,442 @@
+"""``edgepath bench``: throughput and WSI/min, robustness (PLISM or synthetic), fidelity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgepath.cli.common import emit, json_option, progress
+from edgepath.errors import ConfigError
+
+
+def _csv(value: str, *, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"--{what} is empty; give a comma-separated list")
+    if allowed:
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise ConfigError(f"--{what} {bad[0]!r}: expected one of {', '.join(allowed)}")
+    return items
+
+
+def _ints(value: str, *, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in _csv(value, what=what)]
+    except ValueError:
+        raise ConfigError(f"--{what} {value!r}: expected integers such as 1,16") from None
+    if any(v < 1 for v in out):
+        raise ConfigError(f"--{what} values must be at least 1")
+    return out
+
+
+class _Steps:
+    """A rich status line for benchmark steps (off when quiet or with --json)."""
+
+    def __init__(self, disable: bool) -> None:
+        self.bar = progress(transient=True, disable=disable)
+        self.task: Any = None
+
+    def __enter__(self) -> _Steps:
+        self.bar.__enter__()
+        self.task = self.bar.add_task("bench", total=None, rate="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def step(self, text: str) -> None:
+        self.bar.update(self.task, description=text)
+
+    def count(self, text: str, done: int, total: int) -> None:
+        self.bar.update(self.task, description=text, completed=done, total=total)
+
+
+@click.group()
+def bench() -> None:
+    """Measure models: throughput and WSI/min, robustness, fidelity."""
+
+
+ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+@bench.command("throughput")
+@click.argument("models", nargs=-1, required=True)
+@click.option(
+    "--engines",
+    default="torch,onnxruntime,openvino",
+    show_default=True,
+    help="Comma-separated engines.",
+)
+@click.option(
+    "--precision",
+    "precisions",
+    default="fp32,int8",
+    show_default=True,
+    help="Comma-separated precisions (fp32, int8).",
+)
+@click.option(
+    "--batch", "batches", default="16", show_default=True, help="Batch size(s), e.g. 1,16."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Intra-op threads for every engine.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Untimed batches per variant.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Interleaved rounds over all variants.",
+)
+@click.option(
+    "--per-round",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Timed batches per variant per round.",
+)
+@click.option(
+    "--slide",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="WSI/min from this slide's tissue tiles at each model's mpp.",
+)
+@click.option(
+    "--tiles-per-slide",
+    type=click.IntRange(1),
+    default=None,
+    help="WSI/min for this many tiles per slide at each model's own mpp.",
+)
+@click.option(
+    "--tissue-mm2",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="WSI/min for this tissue area when neither --slide nor --tiles-per-slide.",
+)
+@click.option("--no-ceiling", is_flag=True, help="Skip the GEMM ceiling micro-benchmark.")
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Two MODELS: teacher (torch fp32) vs student (fastest of --engines x "
+    "--precision) on --slide, each at its own mpp; WSI/min ratio.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="Reader workers for the end-to-end run of --compare.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run folder to write the result JSON into (for edgepath report).",
+)
+@json_option
+def throughput(
+    models: tuple[str, ...],
+    engines: str,
+    precisions: str,
+    batches: str,
+    threads: int,
+    warmup: int,
+    rounds: int,
+    per_round: int,
+    slide: Path | None,
+    tiles_per_slide: int | None,
+    tissue_mm2: float,
+    no_ceiling: bool,
+    compare: bool,
+    workers: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Tiles/s, latency, memory, FLOPs and GEMM-ceiling fraction, WSI/min of MODELS.
+
+    MODEL is an artifact folder, a teacher card (random weights: throughput needs only the
+    architecture) or a student name with random weights, optionally at an mpp: vit-s14@2.0.
+    """
+    eng = _csv(engines, what="engines", allowed=ENGINES)
+    prec = _csv(precisions, what="precision", allowed=("fp32", "fp16", "int8"))
+    sizes = _ints(batches, what="batch")
+    with _Steps(disable=as_json or None) as steps:
+        if compare:
+            from edgepath.bench.compare import run_compare
+
+            if len(models) != 2 or slide is None:
+                raise ConfigError("--compare takes two MODELS (teacher, student) and --slide")
+            result = run_compare(
+                models[0],
+                models[1],
+                slide=slide,
+                engines=[e for e in eng if e != "torch"] or eng,
+                precisions=prec,
+                batch=sizes[0],
+                threads=threads,
+                warmup=warmup,
+                rounds=rounds,
+                per_round=per_round,
+                workers=workers,
+                on_step=steps.step,
+            )
+        else:
+            from edgepath.bench.throughput import run_throughput
+
+            result = run_throughput(
+                models,
+                engines=eng,
+                precisions=prec,
+                batches=sizes,
+                threads=threads,
+                warmup=warmup,
+                rounds=rounds,
+                per_round=per_round,
+                slide=slide,
+                tiles_per_slide=tiles_per_slide,
+                tissue_mm2=tissue_mm2,
+                ceiling=not no_ceiling,
+                on_step=steps.step,
+            )
+    if out is not None:
+        from edgepath.bench.results import write_result
+
+        result["path"] = str(write_result(out, result))
+    emit(result, as_json=as_json, human=_human_compare if compare else _human_throughput)
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _human_throughput(d: dict[str, Any]) -> None:
+    m = d["machine"]
+    click.secho(
+        f"{m['cpu']}, {m['cores']} cores {'/'.join(m['cpu_features'])}, "
+        f"{d['settings']['threads']} threads",
+        bold=True,
+    )
+    click.echo(
+        f"{'model':<18} {'engine':<12} {'prec':<5} {'batch':>5} {'tiles/s':>8} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} "
+        f"{'WSI/min':>8} {'RSS MB':>7}"
+    )
+    for r in d["rows"]:
+        rw = "*" if r["random_weights"] else ""
+        ceil = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
+        click.echo(
+            f"{(r['model'] + rw)[:18]:<18} {r['engine']:<12} {r['precision']:<5} {r['batch']:>5} "
+            f"{r['tiles_per_s']:>8.1f} {r['latency_ms_p50']:>8.0f} {r['latency_ms_p95']:>8.0f} "
+            f"{_fmt(r['speedup_vs_torch_fp32'], '.2f'):>6} {r['achieved_gflops']:>8.1f} "
+            f"{_fmt(ceil, '.0f'):>6} {r['wsi_per_min']:>8.3f} {_fmt(r['peak_rss_mb'], '.0f'):>7}"
+        )
+    click.echo("* random weights (throughput needs only the architecture)")
+    for c in d["ceilings"]:
+        click.echo(
+            f"GEMM ceiling {c['engine']} {c['precision']} ({c['kernel']}, {c['model']} "
+            f"shapes, batch {c['batch']}): {c['gflops']:.1f} GFLOP/s"
+        )
+    if d["rows"]:
+        r = d["rows"][0]
+        click.echo(f"WSI/min basis: {r['tiles_per_slide']} tiles ({r['tiles_per_slide_basis']})")
+    for s in d.get("skipped", []):
+        click.echo(f"skipped: {s}")
+    if d.get("path"):
+        click.echo(f"wrote {d['path']}")
+
+
+def _human_compare(d: dict[str, Any]) -> None:
+    ref, cand = d["reference"], d["candidate"]
+    click.secho(f"{Path(d['slide']).name} {d.get('slide_dimensions')}", bold=True)
+    for r in d["rows"]:
+        click.echo(
+            f"  {r['model']:<16} {r['engine']:<12} {r['precision']:<5} {r['mpp']:>4} mpp "
+            f"{r['tiles_per_slide']:>7} tiles {r['tiles_per_s']:>8.1f} tiles/s "
+            f"{r['wsi_per_min']:>9.3f} WSI/min (computed)"
+        )
+    e2e = d["end_to_end"]
+    click.echo(
+        f"  {cand['model']} {cand['best']} end to end: {e2e['candidate']['seconds']:.1f} s "
+        f"per slide = {e2e['candidate']['wsi_per_min']:.2f} WSI/min"
+    )
+    if e2e.get("reference_skipped"):
+        click.echo(f"  {ref['model']} end to end skipped: {e2e['reference_skipped']}")
+    click.secho(
+        f"WSI/min ratio: {d['ratio_computed']:.0f}x computed, "
+        f"{d['ratio_end_to_end']:.0f}x end to end ({d['ratio_end_to_end_basis']})",
+        bold=True,
+    )
+    if d.get("path"):
+        click.echo(f"wrote {d['path']}")
+
+
+@bench.command("robustness")
+@click.argument("model")
+@click.option(
+    "--plism",
+    "plism_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="PLISM folder (per-slide HDF5 or tile folders); else the synthetic suite.",
+)
+@click.option(
+    "--tiles",
+    "n_tiles",
+    type=click.IntRange(11),
+    default=None,
+    help="Aligned tiles per slide (seeded subset) [PLISM: 2713, plismbench's default; "
+    "synthetic: all].",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--engine", default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@json_option
+def robustness(
+    model: str,
+    plism_dir: Path | None,
+    n_tiles: int | None,
+    seed: int,
+    engine: str,
+    threads: int | None,
+    batch: int,
+    random_weights: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """PLISM robustness (cosine, top-k over slide pairs, score) of MODEL.
+
+    Without --plism, runs the synthetic stain/scanner domain suite on the shipped real tiles.
+    """
+    from edgepath.bench import plism as plismlib
+    from edgepath.bench.embedding import open_for_embedding
+    from edgepath.bench.robustness import plism_robustness, synthetic_robustness
+
+    eng, info = open_for_embedding(
+        model, engine=engine, threads=threads, random_weights=random_weights
+    )
+    with eng, _Steps(disable=as_json or None) as steps:
+        if plism_dir is not None:
+            res = plism_robustness(
+                eng,
+                plism_dir,
+                n_tiles=n_tiles or plismlib.DEFAULT_SUBSET,
+                seed=seed,
+                batch=batch,
+                on_progress=steps.count,
+            )
+        else:
+            res = synthetic_robustness(
+                eng, n_tiles=n_tiles, seed=seed, batch=batch, on_progress=steps.count
+            )
+    from edgepath.bench.machine import describe
+
+    result = {"kind": "robustness", "model": info, "machine": describe(threads=threads), **res}
+    if out is not None:
+        from edgepath.bench.results import write_result
+
+        result["path"] = str(write_result(out, result, label=f"{info['name']}-{res['suite']}"))
+    emit(result, as_json=as_json, human=_human_robustness)
+
+
+def _human_robustness(d: dict[str, Any]) -> None:
+    m = d["model"]
+    rw = " (random weights)" if m["random_weights"] else ""
+    click.secho(
+        f"{m['name']}{rw} on {m['engine']} {m['precision']}: {d['suite']} suite, "
+        f"{d['n_slides']} slides/domains, {d['n_tiles']} aligned tiles, "
+        f"{d['n_pairs']} pairs",
+        bold=True,
+    )
+    click.echo(f"{'group':<15} {'pairs':>5} {'cosine':>14} {'top1':>14} {'top10':>14}")
+    for g, st in d["groups"].items():
+        cells = [f"{st[k]['median']:.3f}±{st[k]['iqr']:.3f}" for k in ("cosine", "top1", "top10")]
+        click.echo(f"{g:<15} {st['cosine']['n']:>5} " + " ".join(f"{c:>14}" for c in cells))
+    click.echo("(median ± IQR over pairs)")
+    click.secho(f"score: {d['score']:.3f}", bold=True)
+    if d.get("path"):
+        click.echo(f"wrote {d['path']}")
+
+
+@bench.command("fidelity")
+@click.argument("candidate")
+@click.argument("reference")
+@click.option(
+    "--tiles",
+    "source",
+    default="sample",
+    show_default=True,
+    help="'sample' (shipped real tiles), a folder of images, or a slide.",
+)
+@click.option("--max-tiles", type=click.IntRange(11), default=512, show_default=True)
+@click.option("--engine-a", default="auto", show_default=True, help="Engine of CANDIDATE.")
+@click.option("--engine-b", default="auto", show_default=True, help="Engine of REFERENCE.")
+@click.option("--threads", type=click.IntRange(1), default=None)
+@click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@json_option
+def fidelity(
+    candidate: str,
+    reference: str,
+    source: str,
+    max_tiles: int,
+    engine_a: str,
+    engine_b: str,
+    threads: int | None,
+    random_weights: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Embedding agreement of CANDIDATE with REFERENCE on the same tiles.
+
+    Cosine (raw, centered), kNN top-10 agreement and linear CKA: student vs teacher, or a
+    quantized artifact vs its float parent.
+    """
+    from edgepath.bench.embedding import open_for_embedding
+    from edgepath.bench.fidelity import fidelity_run, load_tiles
+
+    a, ia = open_for_embedding(
+        candidate, engine=engine_a, threads=threads, random_weights=random_weights
+    )
+    b, ib = open_for_embedding(
+        reference, engine=engine_b, threads=threads, random_weights=random_weights
+    )
+    with a, b:
+        tiles, desc = load_tiles(
+            source, tile_px=max(ia["tile_px"], ib["tile_px"]), max_tiles=max_tiles
+        )
+        res = fidelity_run(a, b, tiles)
+    result = {"kind": "fidelity", "candidate": ia, "reference": ib, "tiles": desc, **res}
+    if out is not None:
+        from edgepath.bench.results import write_result
+
+        result["path"] = str(write_result(out, result, label=f"{ia['name']}-vs-{ib['name']}"))
+
+    def human(d: dict[str, Any]) -> None:
+        click.secho(
+            f"{d['candidate']['name']} ({d['candidate']['engine']} "
+            f"{d['candidate']['precision']}) vs {d['reference']['name']} "
+            f"({d['reference']['engine']} {d['reference']['precision']}): {d['tiles']}",
+            bold=True,
+        )
+        for k in ("cosine", "cosine_p1", "centered_cosine", "knn10_agreement", "cka"):
+            click.echo(f"  {k:<16} {_fmt(d.get(k), '.4f')}")
+        if d.get("path"):
+            click.echo(f"wrote {d['path']}")
+
+    emit(result, as_json=as_json, human=human)
