@@ -18,7 +18,9 @@ from edgepath.errors import EdgepathError
 #: A verb is listed here only once it works: no placeholder commands.
 COMMANDS: dict[str, str] = {
     "cards": "edgepath.cli.cards:cards",
+    "bench": "edgepath.cli.bench:bench", "report": "edgepath.cli.report:report",
     "embed": "edgepath.cli.embed:embed", "watch": "edgepath.cli.embed:watch",
+    "slides": "edgepath.cli.slides:slides",
 }
 
 
