@@ -266,9 +266,9 @@ def watch(
 ) -> None:
     """Embed slides as they arrive in INBOX, once each, after they stop growing.
 
-    One log line per slide on stderr; SIGTERM or Ctrl-C stops cleanly (the current slide is
-    dropped, not half-written, and redone on the next start). Bad slides are logged and skipped.
-    Exit code 3 if any slide failed during the session.
+    One log line per slide on stderr; SIGTERM or Ctrl-C stops cleanly with exit code 0 (the
+    current slide is dropped, not half-written, and redone on the next start). Bad slides are
+    logged, counted in the final summary and not retried until their file changes.
     """
     from edgepath.embed.watch import watch as run_watch
 
@@ -277,7 +277,5 @@ def watch(
         with _stop_on_signals(emb):
             summary = run_watch(emb, inbox, poll=poll, settle=settle, max_slides=max_slides)
     data = summary.to_dict()
-    data["exit_code"] = 3 if summary.count("failed") else 0
+    data["interrupted"], data["exit_code"] = False, 0  # a stop is how a watch ends
     emit(data, as_json=as_json, human=_human)
-    if data["exit_code"]:
-        raise SystemExit(data["exit_code"])

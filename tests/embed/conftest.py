@@ -1,0 +1,35 @@
+"""Fixtures: a tiny student artifact with torch weights and an ONNX graph (runs on every engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """``vit-test14`` (random seeded weights) saved as an artifact with ``model.onnx``."""
+    from edgepath.artifact import save_encoder, write_manifest
+    from edgepath.export.onnx import export_onnx
+    from edgepath.models import load_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    enc, _ = load_model("vit-test14")
+    manifest = save_encoder(folder, enc, kind="student", name="vit-test14")
+    export_onnx(enc, folder / "model.onnx")
+    manifest["files"]["onnx"] = "model.onnx"
+    write_manifest(folder, manifest)
+    return folder
+
+
+@pytest.fixture()
+def slides_dir(tmp_path, sample_slide) -> Path:
+    """A folder with two copies of the sample slide (distinct files, so distinct outputs)."""
+    import shutil
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    shutil.copy(sample_slide, d / "a.svs")
+    shutil.copy(sample_slide, d / "b.svs")
+    return d

@@ -1,0 +1,75 @@
+"""A batch killed with SIGKILL mid-slide, then rerun: same outputs, no partials, nothing redone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgepath.embed.features import read_features
+
+
+def _wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for n in ("a", "b", "c"):
+        shutil.copy(sample_slide, slides / f"{n}.svs")
+    out = tmp_path / "feats"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgepath",
+        "-q",
+        "embed",
+        str(tiny_model),
+        str(slides),
+        "-o",
+        str(out),
+        "--engine",
+        "onnxruntime",
+        "--workers",
+        "1",
+        "--batch",
+        "4",
+        "--json",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
+        _wait_for(lambda: (out / ".b.h5.lock").exists(), 60, "the lock of b")
+        time.sleep(0.3)  # inside b's embedding
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "b.h5").exists() and not (out / "c.h5").exists()
+    assert (out / ".b.h5.lock").exists()  # a dead process's lock ...
+    a_mtime = (out / "a.h5").stat().st_mtime_ns
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    s = json.loads(rerun.stdout)
+    assert (s["skipped"], s["done"], s["failed"]) == (1, 2, 0)  # ... is taken over
+    assert [r["status"] for r in s["results"]] == ["skipped", "done", "done"]
+    assert (out / "a.h5").stat().st_mtime_ns == a_mtime  # finished slide not redone
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5", "b.h5", "c.h5"]  # no partials/locks
+    a, b, c = (read_features(out / f"{n}.h5") for n in "abc")
+    for other in (b, c):  # the same slide three times: the same outputs
+        np.testing.assert_array_equal(other.coords, a.coords)
+        np.testing.assert_allclose(other.features, a.features, rtol=1e-5, atol=1e-6)
