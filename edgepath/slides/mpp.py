@@ -23,7 +23,9 @@ SOURCES = ("property", "tiff-resolution", "override")
 # TIFF ResolutionUnit -> micrometres per unit (TIFF 6.0: 1 none, 2 inch, 3 centimetre).
 _UNIT_UM = {"inch": 25_400.0, "centimeter": 10_000.0, "cm": 10_000.0, "2": 25_400.0, "3": 10_000.0}
 
-HOW_TO_OVERRIDE = "set it with --mpp VALUE (or a 'slide,mpp' row in --mpp-csv; mpp= in Python)"
+HOW_TO_OVERRIDE = (
+    "set it with --slide-mpp VALUE (or a 'slide,mpp' row in --mpp-csv; open_slide(mpp=) in Python)"
+)
 
 
 def plausible(mpp: float) -> bool:

@@ -28,13 +28,13 @@ def test_tiff_resolution_units():
 
 def test_72_dpi_is_rejected_with_the_override_named():
     props = {"tiff.XResolution": "72", "tiff.ResolutionUnit": "inch"}
-    with pytest.raises(SlideReadError, match=r"t\.tif: implausible mpp 352\.8.*--mpp"):
+    with pytest.raises(SlideReadError, match=r"t\.tif: implausible mpp 352\.8.*--slide-mpp"):
         resolve_mpp(props, path="t.tif")
     assert resolve_mpp(props, path="t.tif", override=0.5) == (0.5, "override")
 
 
 def test_missing_mpp_names_slide_and_override():
-    with pytest.raises(SlideReadError, match=r"x\.png: no mpp .*--mpp VALUE.*--mpp-csv"):
+    with pytest.raises(SlideReadError, match=r"x\.png: no mpp .*--slide-mpp VALUE.*--mpp-csv"):
         resolve_mpp({}, path="x.png")
 
 
