@@ -33,8 +33,12 @@ def test_vit_l16_and_hand_formula_for_vit_s14() -> None:
     hand = layers * (4 * n * d * d + 2 * n * d * 4 * d + 2 * n * n * d) + 256 * 3 * 14 * 14 * d
     cost = flops.vit_cost(student_spec("vit-s14", input=INPUT))
     assert cost.macs == hand
-    assert sorted(cost.linear_shapes) == [(384, 384, 12), (384, 1152, 12), (384, 1536, 12),
-                                          (1536, 384, 12)]  # fmt: skip
+    assert sorted(cost.linear_shapes) == [
+        (384, 384, 12),
+        (384, 1152, 12),
+        (384, 1536, 12),
+        (1536, 384, 12),
+    ]
 
 
 def test_gemm_ceiling_rows_and_errors() -> None:

@@ -1,0 +1,138 @@
+"""edgepath bench throughput / fidelity and edgepath report, end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def throughput_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    from edgepath.cli.main import main
+
+    out = tmp_path_factory.mktemp("run")
+    import contextlib
+    import io
+
+    buf, code = io.StringIO(), 0
+    with contextlib.redirect_stdout(buf):
+        try:
+            main(
+                [
+                    "bench",
+                    "throughput",
+                    "vit-test14@1.0",
+                    "--engines",
+                    "torch,onnxruntime",
+                    "--precision",
+                    "fp32",
+                    "--batch",
+                    "2",
+                    "--threads",
+                    "1",
+                    "--rounds",
+                    "2",
+                    "--per-round",
+                    "1",
+                    "--tiles-per-slide",
+                    "1000",
+                    "--json",
+                    "-o",
+                    str(out),
+                ]
+            )
+        except SystemExit as exc:
+            code = exc.code
+    assert code in (0, None)
+    return json.loads(buf.getvalue()), out
+
+
+def test_throughput_rows(throughput_run: tuple[dict, Path]) -> None:
+    d, out = throughput_run
+    assert d["kind"] == "throughput"
+    rows = {(r["engine"], r["precision"]): r for r in d["rows"]}
+    assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32")}
+    for r in rows.values():
+        assert r["model"] == "vit-test14@1.0" and r["random_weights"] is True
+        assert r["mpp"] == 1.0 and r["batch"] == 2 and r["threads"] == 1
+        assert r["n_batches"] == 2 and r["tiles_per_s"] > 0
+        assert r["latency_ms_p95"] >= r["latency_ms_p50"] > 0
+        assert r["tiles_per_s"] == pytest.approx(2 / (r["latency_ms_p50"] / 1e3))
+        assert r["tiles_per_slide"] == 1000
+        assert r["wsi_per_min"] == pytest.approx(60 * r["tiles_per_s"] / 1000)
+        assert r["ceiling_gflops"] > 0 and r["ceiling_fraction"] > 0
+        assert r["achieved_gflops"] == pytest.approx(r["gflops_per_tile"] * r["tiles_per_s"])
+    assert rows[("torch", "fp32")]["speedup_vs_torch_fp32"] == 1.0
+    assert d["machine"]["threads"] == 1 and "torch" in d["machine"]["versions"]
+    assert (out / "throughput.json").is_file()
+
+
+def test_tissue_area_tile_count() -> None:
+    from edgepath.bench.throughput import tiles_for_area
+
+    # 224 px at 0.5 mpp = 112 µm: 1 mm² holds 79.7 tiles -> 80
+    assert tiles_for_area(1.0, tile_px=224, mpp=0.5) == 80
+    # 16x fewer tiles at 2.0 mpp for the same tissue
+    assert tiles_for_area(160.0, tile_px=224, mpp=2.0) == pytest.approx(
+        tiles_for_area(160.0, tile_px=224, mpp=0.5) / 16, rel=0.01
+    )
+
+
+def test_fidelity_of_a_model_with_itself(run_cli, tmp_path: Path) -> None:
+    code, out, err = run_cli(
+        "bench",
+        "fidelity",
+        "vit-test14",
+        "vit-test14",
+        "--max-tiles",
+        "24",
+        "--json",
+        "-o",
+        str(tmp_path),
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n_tiles"] == 24
+    assert d["cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert d["centered_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert d["knn10_agreement"] == pytest.approx(1.0)
+    assert d["cka"] == pytest.approx(1.0, abs=1e-5)
+    assert len(d["per_tile"]["cosine"]) == 24
+
+
+def test_report_from_runs(run_cli, throughput_run: tuple[dict, Path], tmp_path: Path) -> None:
+    _, run = throughput_run
+    code, out, err = run_cli(
+        "bench", "robustness", "vit-test14", "--tiles", "12", "--json", "-o", str(run)
+    )
+    assert code == 0, err
+    code, out, err = run_cli("report", str(run), "-o", str(tmp_path), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n_results"] == 2 and len(d["images"]) == 2
+    md = Path(d["markdown"]).read_text()
+    assert "## Throughput" in md and "## Robustness" in md and "Score:" in md
+    assert "vit-test14@1.0 (random weights)" in md
+    for img in d["images"]:
+        assert Path(img).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads(Path(d["json"]).read_text())
+    assert {r["kind"] for r in summary["results"]} == {"throughput", "robustness"}
+    assert "pairs" not in summary["results"][1]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["bench", "throughput", "vit-test14", "--compare"], "--compare takes two"),
+        (["bench", "throughput", "vit-test14", "--engines", "cuda"], "--engines"),
+        (["bench", "throughput", "vit-test14", "--batch", "x"], "--batch"),
+        (["bench", "throughput", "vit-s14@fast"], "mpp"),
+        (["report", "/nonexistent-run"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line(run_cli, args: list[str], needle: str) -> None:
+    code, _, err = run_cli(*args)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
