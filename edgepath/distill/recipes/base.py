@@ -1,0 +1,96 @@
+"""What every recipe provides: teacher views and features (cacheable), student loss, evaluation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgepath.distill.data import Item, Source
+from edgepath.distill.recipe import RecipeCard
+from edgepath.distill.teachers import Teacher
+from edgepath.distill.views import generator, global_crops, normalize
+
+
+class Recipe(nn.Module):
+    """A recipe: trainable heads and loss state (buffers), plus the view and feature logic.
+
+    Teacher views are a function of (seed, item index, view index) only, so
+    ``teacher_features`` can be computed once per (item, view) and cached. ``loss`` gets the
+    student's inputs and those features and returns the total loss and its terms.
+    """
+
+    #: Data the recipe reads: ``tiles`` or ``regions``.
+    source_kind = "tiles"
+
+    def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
+        super().__init__()
+        self.card = card
+        self.student_dim = student_dim
+        self.mean = teachers[0].card.input.mean
+        self.std = teachers[0].card.input.std
+
+    # -- views ------------------------------------------------------------------------------
+    def views(
+        self, source: Source, index: int, item: Item, view: int, *, teacher: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Deterministic views of one item: ``teacher`` input (if asked) and ``student`` input."""
+        v = self.card.views
+        g = generator(self.card.train.seed, "view", index, view)
+        crops = global_crops(
+            source.tile(item),
+            n=v.global_crops,
+            px=self.card.data.tile_px,
+            scale=v.global_scale,
+            flip=v.flip,
+            jitter=v.color_jitter,
+            g=g,
+        )
+        return {"teacher": crops, "student": crops}
+
+    def student_extra(
+        self, source: Source, item: Item, *, step: int, slot: int
+    ) -> dict[str, torch.Tensor]:
+        """Student-only views that the teacher never sees (seeded by step and batch slot)."""
+        return {}
+
+    def student_input(self, x: torch.Tensor) -> torch.Tensor:
+        """float [0, 1] NCHW -> the student's normalised input (the teacher's mean/std)."""
+        return normalize(x, self.mean, self.std)
+
+    # -- teacher ----------------------------------------------------------------------------
+    def teacher_features(self, teachers: list[Teacher], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher outputs for a batch of teacher views (B, ...) -> {name: (B, ...)}."""
+        raise NotImplementedError
+
+    # -- student ----------------------------------------------------------------------------
+    def loss(
+        self,
+        student,
+        batch: dict[str, torch.Tensor],
+        feats: dict[str, torch.Tensor],
+        *,
+        step: int,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its terms for one micro-batch."""
+        raise NotImplementedError
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_batch(
+        self, student, teachers: list[Teacher], source: Source, items: list[Item]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Held-out items -> (student embedding, student head output in teacher space, teacher
+        embedding), no augmentation."""
+        x = torch.stack([source.tile(i) for i in items])
+        _, t_emb = teachers[0].tokens(x)
+        s_tok = student.forward_tokens(self.student_input(x).to(_device(student)))
+        s_emb = student.pool(s_tok, student.spec.embedding.definition)
+        return s_emb.float().cpu(), self.to_teacher_space(s_tok).float().cpu(), t_emb.cpu()
+
+    def to_teacher_space(self, tokens) -> torch.Tensor:
+        """The student's prediction of the (first) teacher's embedding."""
+        raise NotImplementedError
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device

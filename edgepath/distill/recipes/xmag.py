@@ -1,0 +1,97 @@
+"""``xmag``: cross-magnification distillation (XMAG, arXiv:2509.23097).
+
+The teacher embeds the k x k tiles (k = low_mpp / high_mpp, 4 for 2.0 / 0.5) of a region at
+high magnification; the student sees the region as one tile at low magnification::
+
+    loss = -cos(head_g(student CLS), mean_j teacher_emb_j)
+           + local_weight * mean_j -cos(head_l(mean of cell j's block of student patch tokens),
+                                        teacher_emb_j)
+
+with the same photometric augmentation on both views.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgepath.distill.data import Item, Source
+from edgepath.distill.heads import ProjectionHead
+from edgepath.distill.recipe import RecipeCard
+from edgepath.distill.recipes.base import Recipe
+from edgepath.distill.teachers import Teacher
+from edgepath.distill.views import color_jitter, generator, jitter_params
+from edgepath.errors import ConfigError
+
+
+def cell_pool(patches: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, N, D) row-major patch tokens of a g x g grid -> (B, k², D) means of k x k blocks."""
+    b, n, d = patches.shape
+    g = int(round(n**0.5))
+    if g % k:
+        raise ConfigError(f"student patch grid {g}x{g} cannot be split into {k}x{k} cells")
+    s = g // k
+    x = patches.reshape(b, k, s, k, s, d)
+    return x.mean(dim=(2, 4)).reshape(b, k * k, d)
+
+
+class XmagRecipe(Recipe):
+    """Global + local cosine alignment across magnifications."""
+
+    source_kind = "regions"
+
+    def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
+        super().__init__(card, student_dim=student_dim, teachers=teachers)
+        lc = card.loss
+        d = teachers[0].embed_dim
+        self.k = int(round(card.data.low_mpp / card.data.high_mpp))
+        self.head_g = ProjectionHead(
+            student_dim, d, hidden_dim=lc.proj_hidden_dim, nlayers=lc.proj_layers
+        )
+        self.head_l = ProjectionHead(
+            student_dim, d, hidden_dim=lc.proj_hidden_dim, nlayers=lc.proj_layers
+        )
+
+    def views(self, source: Source, index: int, item: Item, view: int, *, teacher: bool = True):
+        jit = self.card.views.color_jitter
+        low = source.low(item)
+        high = source.high(item) if teacher else None
+        if jit > 0:  # the same photometric augmentation on both views
+            p = jitter_params(jit, generator(self.card.train.seed, "view", index, view))
+            low = color_jitter(low, p)
+            high = color_jitter(high, p) if high is not None else None
+        out = {"student": low[None]}
+        if high is not None:
+            out["teacher"] = high
+        return out
+
+    @torch.no_grad()
+    def teacher_features(self, teachers, x):
+        b, kk = x.shape[:2]
+        _, emb = teachers[0].tokens(x.flatten(0, 1))
+        return {"emb": emb.reshape(b, kk, -1)}
+
+    def loss(self, student, batch, feats, *, step):
+        lc = self.card.loss
+        x = batch["student"][:, 0]
+        dev = next(student.parameters()).device
+        tok = student.forward_tokens(self.student_input(x).to(dev))
+        t = feats["emb"].to(dev)  # (B, k², D)
+        g = -F.cosine_similarity(self.head_g(tok.cls), t.mean(1), dim=-1).mean()
+        cells = self.head_l(cell_pool(tok.patches, self.k))
+        loc = -F.cosine_similarity(cells, t, dim=-1).mean()
+        total = lc.global_weight * g + lc.local_weight * loc
+        return total, {"global": float(g.detach()), "local": float(loc.detach())}
+
+    @torch.no_grad()
+    def evaluate_batch(self, student, teachers, source, items):
+        x = torch.stack([source.low(i) for i in items])
+        high = torch.stack([source.high(i) for i in items])
+        feats = self.teacher_features(teachers, high)
+        dev = next(student.parameters()).device
+        tok = student.forward_tokens(self.student_input(x).to(dev))
+        s_emb = student.pool(tok, student.spec.embedding.definition)
+        return s_emb.float().cpu(), self.head_g(tok.cls).float().cpu(), feats["emb"].mean(1).cpu()
+
+    def to_teacher_space(self, tokens):
+        return self.head_g(tokens.cls)

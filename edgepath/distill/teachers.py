@@ -1,0 +1,93 @@
+"""The frozen teachers of a run: loaded from their cards, eval mode, no grad, own preprocessing."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from edgepath.distill.views import normalize, resize
+from edgepath.models.cards import TeacherCard
+from edgepath.models.encoder import Encoder, Tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Teacher:
+    """One loaded teacher: encoder, card, provenance (``sha256``, ``random_weights``), weight."""
+
+    encoder: Encoder
+    card: TeacherCard
+    info: dict[str, Any]
+    weight: float = 1.0
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the teacher's tokens."""
+        return self.encoder.token_dim
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the teacher card's embedding."""
+        return self.encoder.embed_dim
+
+    @torch.no_grad()
+    def tokens(self, x: torch.Tensor) -> tuple[Tokens, torch.Tensor]:
+        """Tokens and card embedding of float [0, 1] NCHW images (resized, normalised per card)."""
+        inp = self.card.input
+        x = normalize(resize(x, inp.tile_px), inp.mean, inp.std)
+        device = next(self.encoder.parameters()).device
+        x = x.to(device)
+        with _autocast(device):
+            tok = self.encoder.forward_tokens(x)
+        tok = Tokens(tok.cls.float(), tok.registers.float(), tok.patches.float())
+        return tok, Encoder.pool(tok, self.card.embedding.definition)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def load_teachers(refs, *, device: torch.device | str = "cpu", fsdp: bool = False) -> list[Teacher]:
+    """Load the recipe's teachers (``TeacherRef``s), frozen, in eval mode, on ``device``."""
+    from edgepath.models import load_model
+    from edgepath.models.loading import as_card
+
+    out = []
+    for ref in refs:
+        card = as_card(ref.card)
+        enc, info = load_model(card, weights=ref.weights or None)
+        enc = enc.eval().to(device)
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        if fsdp:  # pragma: no cover - GPU clusters only (tests marked gpu)
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            enc.backbone = FSDP(enc.backbone, device_id=torch.device(device))
+        log.info(
+            "teacher %s (%s)%s",
+            card.name,
+            info.get("sha256", "")[:12],
+            " stand-in" if card.stand_in else "",
+        )
+        out.append(Teacher(enc, card, info, ref.weight))
+    return out
+
+
+def resample_grid(patches: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, N, D) row-major patch tokens resampled (bilinear) to a side x side grid."""
+    b, n, d = patches.shape
+    g = int(round(n**0.5))
+    if g == side:
+        return patches
+    x = patches.transpose(1, 2).reshape(b, d, g, g)
+    x = F.interpolate(x.float(), size=(side, side), mode="bilinear", align_corners=False)
+    return x.reshape(b, d, side * side).transpose(1, 2)
