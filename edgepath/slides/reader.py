@@ -154,6 +154,17 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
+def level_origin(x0: float, d: float) -> tuple[int, float]:
+    """A level-0 read position for coordinate ``x0`` at downsample ``d``, and the rest in level px.
+
+    The position maps onto a whole level pixel (``floor(x0 / d) * d``, exact for integer
+    downsamples), so OpenSlide copies pixels without its own sub-pixel resampling; the
+    fractional rest is applied once, by the caller's resize box.
+    """
+    X = math.floor(math.floor(x0 / d + 1e-9) * d + 1e-9)
+    return X, max(x0 - X, 0.0) / d
+
+
 def _open_backend(path: Path):
     if not path.exists():
         raise SlideReadError(f"{path}: no such file; check the path")
@@ -310,8 +321,7 @@ class Slide:
         from PIL import Image
 
         d = self.level_downsamples[level]
-        ix, iy = math.floor(x0), math.floor(y0)
-        fx, fy = (x0 - ix) / d, (y0 - iy) / d
+        (ix, fx), (iy, fy) = level_origin(x0, d), level_origin(y0, d)
         w = footprint / d
         size = (math.ceil(fx + w - 1e-9), math.ceil(fy + w - 1e-9))
         img = self._handle().read((ix, iy), level, size)
@@ -351,9 +361,7 @@ class Slide:
             for cx in range(0, tw, chunk_px):
                 cw, ch = min(chunk_px, tw - cx), min(chunk_px, th - cy)
                 d = self.level_downsamples[level]
-                x0, y0 = cx * ds, cy * ds
-                ix, iy = math.floor(x0), math.floor(y0)
-                fx, fy = (x0 - ix) / d, (y0 - iy) / d
+                (ix, fx), (iy, fy) = level_origin(cx * ds, d), level_origin(cy * ds, d)
                 bw, bh = cw * ds / d, ch * ds / d
                 size = (math.ceil(fx + bw), math.ceil(fy + bh))
                 img = self._handle().read((ix, iy), level, size)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from edgepath.errors import ConfigError, SlideReadError
-from edgepath.slides.reader import Slide, open_slide
+from edgepath.slides.reader import Slide, level_origin, open_slide
 from edgepath.slides.tiling import MIN_TISSUE, TileGrid, grid_coords, slide_tissue
 from edgepath.slides.tissue import TissueParams, box_fractions, mask_mpp_for
 
@@ -133,8 +133,7 @@ def read_pair(
     low_fp = tile_px * low_mpp / s.mpp
     level = s.best_level_for_mpp(high_mpp)
     d = s.level_downsamples[level]
-    ix, iy = math.floor(x0), math.floor(y0)
-    fx, fy = (x0 - ix) / d, (y0 - iy) / d
+    (ix, fx), (iy, fy) = level_origin(x0, d), level_origin(y0, d)
     w = low_fp / d / k  # one high tile, in level px
     size = (math.ceil(fx + k * w - 1e-9), math.ceil(fy + k * w - 1e-9))
     region = s._handle().read((ix, iy), level, size)
