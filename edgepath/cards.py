@@ -40,6 +40,7 @@ ENV_VAR = "EDGEPATH_CARDS"
 #: Card kind -> "module:Class" of its schema, imported lazily (no registry filled by imports).
 KINDS: dict[str, str] = {
     "teachers": "edgepath.models.cards:TeacherCard",
+    "distill": "edgepath.distill.recipe:RecipeCard",
     "export": "edgepath.export.targets:ExportTarget",
 }
 
