@@ -153,6 +153,8 @@ class _Renderer:
                 sx, sy = max(x, x0), max(y, y0)
                 ex, ey = min(x + w, x0 + b), min(y + h, y0 + b)
                 tissue[sy - y : ey - y, sx - x : ex - x] = blk[sy - y0 : ey - y0, sx - x0 : ex - x0]
+        if a.min() >= 1.0:  # inside the tissue: no blending (most tiles)
+            return tissue
         a3 = a[..., None]
         blend = GLASS + (tissue.astype(np.float32) - GLASS) * a3
         return np.clip(blend + 0.5, 0, 255).astype(np.uint8)
