@@ -1,0 +1,186 @@
+"""Pipeline overhead of ``edgepath embed``: end-to-end tiles/s vs the engine on pre-loaded tensors.
+
+Both are measured side by side in one run, interleaved (engine, pipeline, engine, ...), so that
+load from other processes hits both alike; the ratio is the pipeline's figure over the mean of
+the engine runs around it. The pipeline figure counts everything ``Embedder.process`` does for a
+slide: tissue detection and tiling, reading and decoding (in reader processes), normalisation,
+inference and the HDF5 write. It also checks the features against direct torch embedding of the
+same tiles and the coords against ``tile_slide``.
+
+Run (writes one JSON row per line to --out and prints it)::
+
+    python benchmarks/embed_overhead.py --student vit-s14 --engine onnxruntime \
+        --slide /tmp/full.tiff --tiles 6000 --out embed_overhead.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_model(student: str, folder: Path) -> Path:
+    """A student artifact with torch weights and ``model.onnx`` (seeded random weights)."""
+    from edgepath.artifact import is_artifact, save_encoder, write_manifest
+    from edgepath.export.onnx import export_onnx
+    from edgepath.models import load_model
+
+    if is_artifact(folder):
+        return folder
+    enc, _ = load_model(student)
+    manifest = save_encoder(folder, enc, kind="student", name=student)
+    export_onnx(enc, folder / "model.onnx")
+    manifest["files"]["onnx"] = "model.onnx"
+    write_manifest(folder, manifest)
+    return folder
+
+
+class _Timer:
+    """Reporter that records when a slide's embedding starts and its last batch ends."""
+
+    def __init__(self) -> None:
+        self.start = self.end = 0.0
+        self.n = 0
+
+    def slide_started(self, slide, n_tiles) -> None:
+        self.start, self.n = time.perf_counter(), 0
+
+    def tiles_done(self, n) -> None:
+        self.n += n
+        self.end = time.perf_counter()
+
+    def slide_finished(self, result) -> None:
+        pass
+
+
+def engine_tiles_per_s(engine, x: np.ndarray, *, batch: int, tiles: int) -> float:
+    """Tiles/s of ``engine`` on pre-loaded normalised tiles, cycled to ``tiles`` tiles."""
+    n = 0
+    t0 = time.perf_counter()
+    while n < tiles:
+        for s in range(0, len(x), batch):
+            engine(x[s : s + batch])
+            n += len(x[s : s + batch])
+            if n >= tiles:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="Artifact folder (default: build --student).")
+    p.add_argument("--student", default="vit-s14", help="Student to build when --model is absent.")
+    p.add_argument("--engine", default="onnxruntime")
+    p.add_argument("--slide", type=Path, help="Slide (default: synthesize --tiles tiles).")
+    p.add_argument("--tiles", type=int, default=6000, help="Tissue tiles of a synthesized slide.")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--preload", type=int, default=128, help="Tiles held in memory for the engine.")
+    p.add_argument("--engine-tiles", type=int, default=None, help="Tiles per engine run.")
+    p.add_argument("--repeats", type=int, default=1, help="Pipeline runs (engine runs: +1).")
+    p.add_argument("--check", type=int, default=64, help="Tiles checked against torch.")
+    p.add_argument("--out", type=Path, help="Append the JSON row to this file.")
+    args = p.parse_args(argv)
+
+    from edgepath.bench.machine import describe
+    from edgepath.embed.features import read_features
+    from edgepath.embed.model import open_model
+    from edgepath.embed.reader import Preprocess, TileReader
+    from edgepath.embed.run import Embedder
+    from edgepath.slides import open_slide, synthesize_slide, tile_slide
+
+    work = Path(tempfile.mkdtemp(prefix="edgepath-embed-bench-"))
+    model = args.model or build_model(args.student, work / args.student)
+    slide = args.slide or work / "synthetic.tiff"
+    if not slide.exists():
+        synthesize_slide(slide, tiles=args.tiles)
+    engine, info = open_model(model, engine=args.engine, threads=args.threads)
+    spec = engine.spec
+    with open_slide(slide) as s:
+        grid = tile_slide(s, mpp=spec.input.mpp, tile_px=spec.input.tile_px)
+    pre = Preprocess(
+        mpp=spec.input.mpp, tile_px=spec.input.tile_px, mean=spec.input.mean, std=spec.input.std
+    )
+    with TileReader(pre, batch=args.preload, workers=0) as r:
+        x = next(iter(r.batches(slide, grid.coords[: args.preload])))[1].copy()
+    engine(x[: args.batch])  # warm-up
+    engine_tiles = args.engine_tiles or min(len(grid.coords), 4 * args.preload)
+
+    timer = _Timer()
+    out_dir = work / "features"
+    engine_runs, e2e_runs, embed_runs = [], [], []
+    with Embedder(
+        engine, info, out_dir, batch=args.batch, workers=args.workers, force=True, reporter=timer
+    ) as emb:
+        engine_runs.append(engine_tiles_per_s(engine, x, batch=args.batch, tiles=engine_tiles))
+        for _ in range(args.repeats):
+            r = emb.process(slide)
+            if r.status != "done":
+                raise SystemExit(f"pipeline failed: {r.error}")
+            e2e_runs.append(r.n_tiles / r.seconds)
+            embed_runs.append(timer.n / (timer.end - timer.start))
+            engine_runs.append(engine_tiles_per_s(engine, x, batch=args.batch, tiles=engine_tiles))
+        ff = read_features(r.output)
+
+    # correctness on the side: coords as tile_slide, features as torch on the same tiles
+    from edgepath.artifact import load_encoder
+    from edgepath.metrics import rowwise_cosine
+    from edgepath.models.encoder import to_tensor
+
+    coords_match = bool(np.array_equal(ff.coords, grid.coords))
+    enc = load_encoder(model)
+    idx = np.linspace(0, len(ff.coords) - 1, min(args.check, len(ff.coords))).astype(int)
+    with open_slide(slide) as s:
+        tiles = np.stack(
+            [s.read_tile(*map(int, ff.coords[i]), mpp=pre.mpp, tile_px=pre.tile_px) for i in idx]
+        )
+    import torch
+
+    with torch.no_grad():
+        ref = enc(to_tensor(tiles, enc.spec)).numpy()
+    cos = rowwise_cosine(ff.features[idx], ref)
+
+    engine_med = statistics.median(engine_runs)
+    row = {
+        "benchmark": "embed_overhead",
+        "machine": describe(threads=args.threads),
+        "load_avg_1m": os.getloadavg()[0],
+        "model": info.id,
+        "engine": engine.name,
+        "precision": engine.precision,
+        "batch": args.batch,
+        "workers": args.workers,
+        "threads": args.threads,
+        "slide": str(slide),
+        "slide_dimensions": list(open_slide(slide).dimensions),
+        "n_tiles": len(grid.coords),
+        "engine_tiles_per_s": [round(v, 3) for v in engine_runs],
+        "pipeline_tiles_per_s": [round(v, 3) for v in e2e_runs],
+        "pipeline_embed_phase_tiles_per_s": [round(v, 3) for v in embed_runs],
+        "engine_median": round(engine_med, 3),
+        "pipeline_median": round(statistics.median(e2e_runs), 3),
+        "ratio_end_to_end": round(statistics.median(e2e_runs) / engine_med, 3),
+        "ratio_embed_phase": round(statistics.median(embed_runs) / engine_med, 3),
+        "wsi_per_min": round(60 * statistics.median(e2e_runs) / len(grid.coords), 4),
+        "coords_match_tile_slide": coords_match,
+        "cosine_vs_torch_min": round(float(cos.min()), 6),
+        "cosine_checked_tiles": len(idx),
+    }
+    line = json.dumps(row)
+    print(line)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+    return row
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The reader pool and the per-slide runner in-process: order, errors, busy slides, clean stops."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgepath.embed.jobs import lock_path
+from edgepath.embed.lock import SlideLock
+from edgepath.embed.reader import Preprocess, TileReader
+from edgepath.embed.run import Embedder, ModelInfo, NullReporter
+from edgepath.errors import SlideReadError
+
+PRE = Preprocess(mpp=0.5, tile_px=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _coords(sample_slide):
+    from edgepath.slides import tile_slide
+
+    return tile_slide(sample_slide, mpp=0.5, tile_px=224).coords[:10]
+
+
+def test_workers_read_what_inline_reads_in_order(sample_slide):
+    from edgepath.runtime import normalize
+    from edgepath.slides import open_slide
+
+    coords = _coords(sample_slide)
+    with TileReader(PRE, batch=3, workers=0) as r0:
+        inline = [(s, x.copy()) for s, x in r0.batches(sample_slide, coords)]
+    with TileReader(PRE, batch=3, workers=2) as r2:
+        pooled = [(s, x.copy()) for s, x in r2.batches(sample_slide, coords)]
+        # the pool survives a bad slide and goes on with the next one
+        with pytest.raises(SlideReadError):
+            list(r2.batches(sample_slide.parent / "missing.svs", coords))
+        again = np.concatenate([x.copy() for _, x in r2.batches(sample_slide, coords)])
+    assert [s for s, _ in inline] == [s for s, _ in pooled] == [0, 3, 6, 9]
+    a = np.concatenate([x for _, x in inline])
+    np.testing.assert_array_equal(a, np.concatenate([x for _, x in pooled]))
+    np.testing.assert_array_equal(a, again)
+
+    spec = SimpleNamespace(input=SimpleNamespace(mean=PRE.mean, std=PRE.std))
+    with open_slide(sample_slide) as s:
+        tiles = np.stack([s.read_tile(x, y, mpp=0.5, tile_px=224) for x, y in coords])
+    np.testing.assert_allclose(a, normalize(tiles, spec), atol=1e-5)  # runtime's arithmetic
+
+
+def test_uint8_layout_for_fused_graphs(sample_slide):
+    coords = _coords(sample_slide)
+    pre = Preprocess(**{**PRE.__dict__, "uint8": True})
+    with TileReader(pre, batch=4, workers=1) as r:
+        x = np.concatenate([b.copy() for _, b in r.batches(sample_slide, coords)])
+    assert x.dtype == np.uint8 and x.shape == (10, 224, 224, 3)
+
+
+class _Engine:
+    """A stand-in engine: mean colour per tile (cheap, deterministic)."""
+
+    name, precision, input_format, embed_dim = "fake", "fp32", "nchw-float32", 3
+
+    def __init__(self, spec, on_call=None) -> None:
+        self.spec, self.on_call, self.calls = spec, on_call, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.on_call:
+            self.on_call(self)
+        return x.mean(axis=(2, 3))
+
+
+@pytest.fixture()
+def spec():
+    from edgepath.models.cards import InputSpec
+    from edgepath.models.students import student_spec
+
+    return student_spec("vit-test14", input=InputSpec(224, 0.5, PRE.mean, PRE.std))
+
+
+INFO = ModelInfo(id="fake", sha256="0" * 64, engine="fake", precision="fp32")
+
+
+def test_stop_mid_slide_leaves_nothing(spec, sample_slide, tmp_path):
+    out = tmp_path / "feats"
+    emb = Embedder(
+        _Engine(spec, on_call=lambda e: e.calls == 2 and emb.request_stop()),
+        INFO,
+        out,
+        batch=4,
+        workers=1,
+        reporter=NullReporter(),
+    )
+    with emb:
+        summary = emb.run([sample_slide, sample_slide])
+    assert summary.interrupted and summary.results == [] and summary.exit_code == 130
+    assert list(out.iterdir()) == []  # no feature file, no temporary, no lock
+
+
+def test_busy_and_lost_locks(spec, sample_slide, tmp_path):
+    out = tmp_path / "feats"
+    other = SlideLock(lock_path(out / "cmu-1-small-region.h5"), heartbeat=0)
+    with Embedder(_Engine(spec), INFO, out, batch=8, workers=0) as emb:
+        assert other.acquire()
+        assert emb.process(sample_slide).status == "busy"  # a live holder: left alone
+        other.release()
+        r = emb.process(sample_slide)
+        assert r.status == "done" and r.n_tiles > 0
+        assert emb.process(sample_slide).status == "skipped"
+
+    # a run whose lock was taken over while it worked drops its result
+    def steal(e):
+        lp = lock_path(out / "cmu-1-small-region.h5")
+        lp.write_text('{"pid": 1, "host": "elsewhere", "token": "thief"}')
+
+    with Embedder(_Engine(spec, on_call=steal), INFO, out, batch=8, workers=0, force=True) as emb:
+        r = emb.process(sample_slide)
+    assert r.status == "failed" and "took this slide's lock over" in r.error
