@@ -10,19 +10,23 @@ from typing import Any, Literal
 
 from edgepath.errors import ConfigError
 
-EmbeddingDefinition = Literal["cls", "cls+mean_patch", "mean_patch"]
+#: ``attn_pool``: the backbone's own learned pooling (CONCH's attentional pooler), see
+#: ``Encoder.forward``; the others are computed from the tokens by ``Encoder.pool``.
+EmbeddingDefinition = Literal["cls", "cls+mean_patch", "mean_patch", "attn_pool"]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to build the network: a timm model name + kwargs (or a transformers class).
+    """How to build the network: a timm model name + kwargs (or a transformers class, or an
+    architecture edgepath implements itself: ``library = "edgepath"``, see
+    ``edgepath.models.conch.ARCHITECTURES``).
 
     Layer kwargs given as strings (``mlp_layer = "SwiGLUPacked"``, ``act_layer = "SiLU"``) are
     resolved to timm / torch classes when the model is built.
     """
 
     name: str
-    library: Literal["timm", "transformers"] = "timm"
+    library: Literal["timm", "transformers", "edgepath"] = "timm"
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -34,7 +34,8 @@ def hf_dinov2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """Map ``transformers`` ``Dinov2Model`` keys to timm ``VisionTransformer`` keys.
 
     Dinov2Model (transformers/models/dinov2/modeling_dinov2.py): separate query/key/value
-    projections (concatenated into timm's ``qkv``), ``layer_scale{1,2}.lambda1`` (timm
+    projections (4.x ``attention.attention.query``, 5.x ``attention.q_proj``; concatenated
+    into timm's ``qkv``), ``layer_scale{1,2}.lambda1`` (timm
     ``ls{1,2}.gamma``), a final ``layernorm`` (timm ``norm``); ``mask_token`` is training-only.
     """
     import torch
@@ -58,7 +59,6 @@ def hf_dinov2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     simple = {
         "norm1": "norm1",
         "norm2": "norm2",
-        "attention.output.dense": "attn.proj",
         "mlp.fc1": "mlp.fc1",
         "mlp.fc2": "mlp.fc2",
         "mlp.weights_in": "mlp.fc1",  # SwiGLU variant (packed w12)
@@ -72,8 +72,21 @@ def hf_dinov2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
                 if f"{src}{a}.{p}" in s:
                     out[f"{dst}{b}.{p}"] = s[f"{src}{a}.{p}"]
         for p in ("weight", "bias"):
-            q, k, v = (s[f"{src}attention.attention.{n}.{p}"] for n in ("query", "key", "value"))
-            out[f"{dst}attn.qkv.{p}"] = torch.cat([q, k, v], dim=0)
+            # transformers 4.x names (the Hub checkpoints), then 5.x names
+            for q, k, v, o in (
+                (
+                    "attention.attention.query",
+                    "attention.attention.key",
+                    "attention.attention.value",
+                    "attention.output.dense",
+                ),
+                ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"),
+            ):
+                if f"{src}{q}.{p}" in s:
+                    out[f"{dst}attn.qkv.{p}"] = torch.cat(
+                        [s[f"{src}{n}.{p}"] for n in (q, k, v)], dim=0
+                    )
+                    out[f"{dst}attn.proj.{p}"] = s[f"{src}{o}.{p}"]
         for n in (1, 2):
             if f"{src}layer_scale{n}.lambda1" in s:
                 out[f"{dst}ls{n}.gamma"] = s[f"{src}layer_scale{n}.lambda1"]
@@ -84,7 +97,9 @@ def dinov2_to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     """Map facebookresearch/dinov2 keys to timm (timm's own converter: registers, SwiGLU w12/w3)."""
     from timm.models.vision_transformer import _convert_dinov2
 
-    return _convert_dinov2(dict(state), model)
+    # block_chunks > 0 (GPFM's GitHub checkpoint) stores blocks as blocks.<chunk>.<index>.
+    state = {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in state.items()}
+    return _convert_dinov2(state, model)
 
 
 def to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> tuple[dict[str, Any], str]:

@@ -73,6 +73,16 @@ def build_backbone(spec: EncoderSpec, *, pretrained: bool = False) -> nn.Module:
         config_cls = getattr(transformers, arch.name.replace("Model", "Config"))
         model_cls = getattr(transformers, arch.name)
         return model_cls(config_cls(**kwargs))
+    if arch.library == "edgepath":
+        from edgepath.models.conch import ARCHITECTURES
+
+        if arch.name not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown edgepath architecture '{arch.name}'; expected one of: "
+                f"{', '.join(ARCHITECTURES)}"
+            )
+        kwargs.setdefault("img_size", spec.input.tile_px)
+        return ARCHITECTURES[arch.name](**kwargs)
     raise ConfigError(f"unknown architecture library '{arch.library}'")
 
 
@@ -128,10 +138,18 @@ class Encoder(nn.Module):
             return tokens.patches.mean(dim=1)
         if definition == "cls+mean_patch":
             return torch.cat([tokens.cls, tokens.patches.mean(dim=1)], dim=-1)
+        if definition == "attn_pool":
+            raise ConfigError(
+                "embedding 'attn_pool' is the backbone's learned pooling: call the Encoder, "
+                "not Encoder.pool"
+            )
         raise ConfigError(f"unknown embedding definition '{definition}'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The card's tile embedding (B, embedding.dim)."""
+        if self.spec.embedding.definition == "attn_pool":
+            # a learned pooler over all output tokens (CONCH: CLS included, see models/conch.py)
+            return self.backbone.pool_embedding(self.sequence(x))
         return self.pool(self.forward_tokens(x), self.spec.embedding.definition)
 
 

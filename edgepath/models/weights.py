@@ -56,6 +56,19 @@ def offline() -> bool:
     )
 
 
+#: The two names timm's Hub loader tries; a card naming one also accepts the other.
+_HUB_TWINS = {"model.safetensors": "pytorch_model.bin", "pytorch_model.bin": "model.safetensors"}
+
+
+def _candidates(card: TeacherCard) -> list[tuple[str, ...]]:
+    """The card's file list, then its timm Hub twin (``model.safetensors`` <-> ``.bin``)."""
+    files = tuple(card.weights.files)
+    out = [files]
+    if len(files) == 1 and files[0] in _HUB_TWINS:
+        out.append((_HUB_TWINS[files[0]],))
+    return out
+
+
 def _expected(card: TeacherCard) -> str:
     files = ", ".join(card.weights.files)
     where = f" from hf:{card.weights.hf_repo}" if card.weights.hf_repo else ""
@@ -65,14 +78,15 @@ def _expected(card: TeacherCard) -> str:
 def _files_in_folder(folder: Path, card: TeacherCard | None) -> list[Path]:
     """The checkpoint files of ``card`` inside ``folder`` (or the only checkpoint set there)."""
     if card is not None:
-        named = [folder / f for f in card.weights.files]
-        if all(p.is_file() for p in named):
-            return named
-        # the card's files one level down (e.g. a snapshot folder copied as is)
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-            nested = [sub / f for f in card.weights.files]
-            if all(p.is_file() for p in nested):
-                return nested
+        for files in _candidates(card):
+            named = [folder / f for f in files]
+            if all(p.is_file() for p in named):
+                return named
+            # the card's files one level down (e.g. a snapshot folder copied as is)
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                nested = [sub / f for f in files]
+                if all(p.is_file() for p in nested):
+                    return nested
     index = sorted(folder.glob("*.safetensors.index.json")) + sorted(
         folder.glob("*.bin.index.json")
     )
@@ -110,18 +124,17 @@ def resolve_local(path: str | os.PathLike[str], card: TeacherCard | None = None)
 def _from_cache(card: TeacherCard) -> list[Path] | None:
     from huggingface_hub import try_to_load_from_cache
 
-    paths = []
-    for f in card.weights.files:
-        hit = try_to_load_from_cache(card.weights.hf_repo, f)
-        if not isinstance(hit, str):
-            return None
-        paths.append(Path(hit))
-    return paths
+    for files in _candidates(card):
+        hits = [try_to_load_from_cache(card.weights.hf_repo, f) for f in files]
+        if all(isinstance(h, str) for h in hits):
+            return [Path(h) for h in hits]
+    return None
 
 
 def _download(card: TeacherCard) -> list[Path]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
+        EntryNotFoundError,
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -129,11 +142,20 @@ def _download(card: TeacherCard) -> list[Path]:
     )
 
     repo = card.weights.hf_repo
+    files, *twin = _candidates(card)
     paths = []
-    for f in card.weights.files:
+    for f in files:
         log.info("downloading %s from hf:%s", f, repo)
         try:
             paths.append(Path(hf_hub_download(repo, f)))
+        except EntryNotFoundError:
+            if twin:  # the repo holds the other timm Hub name
+                log.info("%s not in hf:%s; trying %s", f, repo, twin[0][0])
+                return [Path(hf_hub_download(repo, twin[0][0]))]
+            raise MissingWeightsError(
+                f"teacher '{card.name}': hf:{repo} has no {f}; fix weights.files in the card "
+                f"or pass --weights PATH"
+            ) from None
         except GatedRepoError:
             raise MissingWeightsError(
                 f"teacher '{card.name}': hf:{repo} is gated; accept its terms at "
