@@ -191,9 +191,9 @@ def locate(card: TeacherCard, weights: str | os.PathLike[str] | None = None) -> 
             return cached
         if not offline():
             return _download(card)
-    why = "offline ($HF_HUB_OFFLINE is set)" if offline() else "no Hub repo in the card"
+    why = "offline ($HF_HUB_OFFLINE is set)" if offline() else "and the card names no Hub repo"
     raise MissingWeightsError(
-        f"teacher '{card.name}': no weights found ({why}); expected {_expected(card)}; "
+        f"teacher '{card.name}': no weights found {why}; expected {_expected(card)}; "
         f"pass --weights PATH (file or folder) or set ${var}"
         + (", or download them into the Hugging Face cache" if card.weights.hf_repo else "")
     )
