@@ -1,0 +1,339 @@
+"""``quantize``: model + preset + calibration slides -> a gated ``quantized`` artifact folder.
+
+Steps: load the float encoder; sample calibration and held-out tiles (disjoint); for each backend
+of the preset, export the float model (OpenVINO IR from torch, or ONNX via the export stage),
+quantize it with NNCF, embed the held-out tiles and gate them against the float torch model,
+and time float vs quantized side by side on this CPU; keep the fastest passing backend; run the
+robustness suite if the preset asks; write the model files and the manifest (status ``ok`` or
+``failed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepath import artifact, cards
+from edgepath.errors import ConfigError
+from edgepath.io import sha256_file
+from edgepath.quantize import gate as gatelib
+from edgepath.quantize import nncf_ptq
+from edgepath.quantize.calibration import TileSet, sample_calibration
+from edgepath.quantize.presets import ENGINE_OF, QuantizePreset
+from edgepath.quantize.speed import machine, measure
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[str], None]
+
+
+def _embed(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, batch: int = 16) -> np.ndarray:
+    return np.concatenate([np.asarray(fn(x[s : s + batch])) for s in range(0, len(x), batch)])
+
+
+def _torch_embed(encoder: Any) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return encoder(torch.from_numpy(x)).float().numpy()
+
+    return run
+
+
+def _engine(path: Path, spec: Any, precision: str, threads: int | None) -> Any:
+    if path.suffix == ".xml":
+        from edgepath.runtime.openvino_engine import OpenVINOEngine
+
+        return OpenVINOEngine(path, spec=spec, precision=precision, threads=threads)
+    from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+    return OnnxRuntimeEngine(path, spec=spec, precision=precision, threads=threads)
+
+
+def _quantize_backend(
+    backend: str,
+    encoder: Any,
+    work: Path,
+    x_calib: np.ndarray,
+    preset: QuantizePreset,
+    *,
+    accuracy_control: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[Path, list[Path]]:
+    """Float model file and quantized model files of one backend, written under ``work``."""
+    if backend == "openvino":
+        model = nncf_ptq.float_openvino(encoder, work / "float.xml")
+        q = nncf_ptq.quantize_openvino(model, x_calib, preset, accuracy_control=accuracy_control)
+        return work / "float.xml", nncf_ptq.save_openvino(q, work / "model.xml")
+    if accuracy_control is not None:
+        raise ConfigError(
+            "--accuracy-control runs on the openvino backend; use a preset with "
+            'backend = "openvino" (or leave --accuracy-control out)'
+        )
+    from edgepath.export.onnx import export_onnx
+
+    export_onnx(encoder, work / "float.onnx", opset=17, batch_dynamic=True)
+    return work / "float.onnx", [
+        nncf_ptq.quantize_onnx(work / "float.onnx", x_calib, preset, work / "model.onnx")
+    ]
+
+
+def quantize_model(
+    model: str | os.PathLike[str],
+    *,
+    preset: str | os.PathLike[str] | QuantizePreset,
+    calib: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    calibration_tiles: int | None = None,
+    heldout_tiles: int | None = None,
+    accuracy_control: bool = False,
+    threads: int | None = None,
+    seed: int = 0,
+    on_step: Step | None = None,
+) -> dict[str, Any]:
+    """Quantize a model and write the gated artifact.
+
+    Args:
+        model: A student artifact folder, teacher card or student name (``load_model``).
+        preset: A ``quantize`` card name / path, or a loaded preset.
+        calib: Slides, tile images or folders to sample calibration and held-out tiles from.
+        out: The artifact folder to write.
+        calibration_tiles: Override of the preset's calibration tile count.
+        heldout_tiles: Override of the preset's held-out tile count.
+        accuracy_control: NNCF accuracy-controlled quantization (OpenVINO backend).
+        threads: Inference threads for the gate and the timings (all cores if None).
+        seed: Sampling seed.
+        on_step: Called with a short description as each step starts (progress display).
+
+    Returns:
+        The manifest written; ``manifest["status"]`` is ``failed`` when the gate did not pass
+        (the caller must then exit non-zero).
+    """
+    from edgepath.models import load_model
+    from edgepath.runtime.base import normalize
+
+    step = on_step or (lambda s: log.info("%s", s))
+    p = preset if isinstance(preset, QuantizePreset) else cards.load("quantize", preset)
+    n_calib = calibration_tiles if calibration_tiles is not None else p.calibration_tiles
+    n_held = heldout_tiles if heldout_tiles is not None else p.heldout_tiles
+    if n_calib < 1 or n_held <= 10:
+        raise ConfigError("need at least 1 calibration tile and more than 10 held-out tiles")
+    out = Path(out)
+
+    step("loading the float model")
+    encoder, info = load_model(model)
+    spec = encoder.spec
+    step(f"sampling {n_calib} calibration + {n_held} held-out tiles")
+    cal, held = sample_calibration(
+        calib,
+        tile_px=spec.input.tile_px,
+        mpp=spec.input.mpp,
+        n_calib=n_calib,
+        n_heldout=n_held,
+        seed=seed,
+    )
+    x_cal, x_held = normalize(cal.tiles, spec), normalize(held.tiles, spec)
+    ref = _embed(_torch_embed(encoder), x_held)
+    ac = None
+    if accuracy_control:
+        n_val = min(64, len(x_cal))
+        ac = (x_cal[:n_val], _embed(_torch_embed(encoder), x_cal[:n_val]))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as tmp:
+        for backend in p.backends():
+            work = Path(tmp) / backend
+            work.mkdir()
+            step(f"quantizing with NNCF on {backend} ({p.precision})")
+            float_file, q_files = _quantize_backend(
+                backend, encoder, work, x_cal, p, accuracy_control=ac
+            )
+            step(f"gating and timing {backend}")
+            results[backend] = _evaluate(
+                backend, float_file, q_files, spec, p, x_held, ref, threads=threads
+            )
+        chosen = _choose(results)
+        res = results[chosen]
+        robustness = None
+        if p.gate.robustness_tiles > 0:
+            step("robustness: float vs quantized on the synthetic stain/scanner suite")
+            robustness = _robustness(encoder, res["files"][0], spec, p, threads=threads)
+        verdict = gatelib.check(res["embeddings"], ref, p.gate, robustness=robustness)
+        step(f"writing {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        names = nncf_ptq.copy_files(res["files"], out)
+    manifest = _manifest(
+        spec,
+        p,
+        chosen=chosen,
+        results=results,
+        verdict=verdict,
+        names=names,
+        out=out,
+        model=str(model),
+        info=info,
+        cal=cal,
+        held=held,
+        accuracy_control=accuracy_control,
+    )
+    artifact.write_manifest(out, manifest)
+    return manifest
+
+
+def _evaluate(
+    backend: str,
+    float_file: Path,
+    q_files: list[Path],
+    spec: Any,
+    p: QuantizePreset,
+    x_held: np.ndarray,
+    ref: np.ndarray,
+    *,
+    threads: int | None,
+) -> dict[str, Any]:
+    fp = _engine(float_file, spec, "fp32", threads)
+    qe = _engine(q_files[0], spec, p.precision, threads)
+    try:
+        emb = _embed(qe, x_held)
+        figures = gatelib.check(emb, ref, p.gate)
+        batch = x_held[: p.speed_batch]
+        if len(batch) < p.speed_batch:
+            batch = np.resize(x_held, (p.speed_batch, *x_held.shape[1:]))
+        speed = measure({"fp32": fp, p.precision: qe}, batch)
+    finally:
+        fp.close()
+        qe.close()
+    sp = {
+        "engine": ENGINE_OF[backend],
+        "batch": int(len(batch)),
+        "threads": threads,
+        "fp32_tiles_per_s": speed["fp32"]["tiles_per_s"],
+        f"{p.precision}_tiles_per_s": speed[p.precision]["tiles_per_s"],
+        "quantized_tiles_per_s": speed[p.precision]["tiles_per_s"],
+        "speedup": speed[p.precision]["tiles_per_s"] / speed["fp32"]["tiles_per_s"],
+    }
+    log.info(
+        "%s: cosine %.5f (p1 %.5f), %s %.1f tiles/s vs fp32 %.1f (x%.2f)",
+        backend,
+        figures.figures["cosine"] or float("nan"),
+        figures.figures["cosine_p1"] or float("nan"),
+        p.precision,
+        sp["quantized_tiles_per_s"],
+        sp["fp32_tiles_per_s"],
+        sp["speedup"],
+    )
+    return {
+        "files": q_files,
+        "embeddings": emb,
+        "gate": figures,
+        "speed": sp,
+    }
+
+
+def _choose(results: dict[str, dict[str, Any]]) -> str:
+    """The fastest quantized model among those that pass the gate (else the fastest of all)."""
+    passing = [b for b, r in results.items() if r["gate"].passed]
+    pool = passing or list(results)
+    return max(pool, key=lambda b: results[b]["speed"]["quantized_tiles_per_s"])
+
+
+def _robustness(
+    encoder: Any, q_file: Path, spec: Any, p: QuantizePreset, *, threads: int | None
+) -> tuple[float, float] | None:
+    try:
+        from edgepath.bench.robustness import synthetic_robustness
+    except ImportError:  # pragma: no cover - bench stage not installed
+        log.warning("robustness suite not available (edgepath.bench); skipped")
+        return None
+    from edgepath.runtime.torch_engine import TorchEngine
+
+    n = p.gate.robustness_tiles
+    f_score = synthetic_robustness(TorchEngine(encoder), n_tiles=n, base_px=spec.input.tile_px)
+    qe = _engine(q_file, spec, p.precision, threads)
+    try:
+        q_score = synthetic_robustness(qe, n_tiles=n, base_px=spec.input.tile_px)
+    finally:
+        qe.close()
+    return float(f_score["score"]), float(q_score["score"])
+
+
+def _manifest(
+    spec: Any,
+    p: QuantizePreset,
+    *,
+    chosen: str,
+    results: dict[str, dict[str, Any]],
+    verdict: gatelib.GateResult,
+    names: list[str],
+    out: Path,
+    model: str,
+    info: dict[str, Any],
+    cal: TileSet,
+    held: TileSet,
+    accuracy_control: bool,
+) -> dict[str, Any]:
+    files = {"model": names[0]}
+    if len(names) > 1:
+        files["weights"] = names[1]
+    figs = verdict.figures
+    fp8_note = (
+        "FP8 is emulated on this CPU (OpenVINO FakeConvert): the figures check the fidelity of "
+        "an FP8 deployment; run it on FP8 hardware for speed"
+        if p.fp8
+        else None
+    )
+    return artifact.new_manifest(
+        "quantized",
+        spec,
+        name=f"{info.get('name', Path(model).name)}-{p.name}",
+        precision=p.precision,
+        engine=ENGINE_OF[chosen],
+        files=files,
+        sha256=sha256_file(out / names[0]),
+        status="ok" if verdict.passed else "failed",
+        stand_in=bool(info.get("stand_in", False)),
+        random_weights=bool(info.get("random_weights", False)),
+        parent={"path": model, "sha256": info.get("sha256"), "source": info.get("source")},
+        preset=cards.to_dict(p),
+        scheme={
+            "scheme": p.scheme,
+            "model_type": p.model_type,
+            "smooth_quant_alpha": p.smooth_quant_alpha,
+            "format": "openvino-ir" if chosen == "openvino" else "onnx-qdq",
+            "emulated": bool(p.fp8),
+            "note": fp8_note,
+        },
+        backend={
+            "name": chosen,
+            "tool": f"nncf {nncf_ptq.nncf_version()}",
+            "accuracy_control": accuracy_control,
+            "selection": "measured" if len(results) > 1 else "preset",
+        },
+        calibration={
+            "sha256": cal.sha256,
+            "n_tiles": len(cal),
+            "heldout_sha256": held.sha256,
+            "heldout_n_tiles": len(held),
+            "sources": sorted({o.rsplit("@", 1)[0] for o in cal.origins + held.origins}),
+        },
+        fidelity={
+            "cosine": figs.get("cosine"),
+            "cosine_p1": figs.get("cosine_p1"),
+            "centered_cosine": figs.get("centered_cosine"),
+            "knn10_agreement": figs.get("knn10_agreement"),
+            "n_tiles": figs.get("n_tiles"),
+            "against": "float (torch) parent on held-out tiles",
+        },
+        gate=verdict.to_dict(),
+        speed={"machine": machine(), "backends": {b: r["speed"] for b, r in results.items()}},
+        candidates={
+            b: {"gate": r["gate"].to_dict(), "speed": r["speed"]} for b, r in results.items()
+        },
+    )
