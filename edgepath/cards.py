@@ -42,6 +42,7 @@ KINDS: dict[str, str] = {
     "teachers": "edgepath.models.cards:TeacherCard",
     "distill": "edgepath.distill.recipe:RecipeCard",
     "export": "edgepath.export.targets:ExportTarget",
+    "quantize": "edgepath.quantize.presets:QuantizePreset",
 }
 
 _extra_dirs: list[Path] = []
