@@ -159,18 +159,56 @@ def _export_float(model: ModelRef, folder: Path) -> Path:
     return folder
 
 
-def _quantize_int8(model: ModelRef, folder: Path, *, engine: str) -> Path:
-    """An INT8 artifact of a torch model through ``edgepath.quantize`` (calibrated on real tiles)."""
-    try:
-        from edgepath.quantize import quantize_for_bench
-    except ImportError:
-        raise EdgepathError(
-            "INT8 variants need edgepath.quantize (not available in this install); benchmark a "
-            "quantized artifact folder instead"
-        ) from None
+def _quantize_int8(
+    model: ModelRef, folder: Path, *, engine: str, preset: str = "int8-cpu", n_calib: int = 32
+) -> Path:
+    """An INT8 artifact for ``engine``, made with the quantize stage's NNCF functions.
+
+    Uses the ``int8-cpu`` preset's ViT-safe settings (transformer model type, SmoothQuant,
+    mixed scheme), calibrated on ``n_calib`` real tissue tiles (the shipped sample images): the
+    same graph ``edgepath quantize`` writes for that engine, without its gate and timing, which
+    a throughput run does not need (benchmark a gated artifact folder for the real thing).
+    """
+    from edgepath import cards
+    from edgepath.artifact import new_manifest, write_manifest
+    from edgepath.bench.domains import base_tiles
+    from edgepath.bench.embedding import resize_tiles
+    from edgepath.errors import require
+    from edgepath.runtime import normalize
+
+    require("nncf", "openvino", purpose="INT8 variants")
+    from edgepath.quantize import nncf_ptq
+
     if model.encoder is None:
         raise ConfigError(f"{model.ref}: no torch weights to quantize")
-    return quantize_for_bench(model.encoder, folder, engine=engine)
+    p = cards.load("quantize", preset)
+    folder.mkdir(parents=True, exist_ok=True)
+    calib = normalize(resize_tiles(base_tiles(224, n=n_calib, seed=0), model.tile_px), model.spec)
+    if engine == "openvino":
+        ov_model = nncf_ptq.float_openvino(model.encoder, folder / "float.xml")
+        q = nncf_ptq.quantize_openvino(ov_model, calib, p)
+        nncf_ptq.save_openvino(q, folder / "model.xml")
+        files = {"xml": "model.xml", "bin": "model.bin"}
+    elif engine == "onnxruntime":
+        from edgepath.export.onnx import export_onnx
+
+        export_onnx(model.encoder, folder / "float.onnx", opset=17, batch_dynamic=True)
+        nncf_ptq.quantize_onnx(folder / "float.onnx", calib, p, folder / "model.onnx")
+        files = {"onnx": "model.onnx"}
+    else:
+        raise ConfigError(f"no INT8 path for engine '{engine}' on this machine")
+    manifest = new_manifest(
+        "quantized",
+        model.spec,
+        name=model.name,
+        precision="int8",
+        engine=engine,
+        files=files,
+        preset=preset,
+        random_weights=model.random_weights,
+    )
+    write_manifest(folder, manifest)
+    return folder
 
 
 def open_variants(
