@@ -74,16 +74,28 @@ def _layout(tiles: int, fp: float, rng: np.random.Generator) -> tuple[np.ndarray
     cell = fp / 4
     cw, ch = nx * 4, ny * 4
     # islands: a few smooth blobs + small-scale texture, with empty margins like a real slide
-    field = ndi.gaussian_filter(rng.standard_normal((ch, cw)), sigma=max(cw, ch) / 10, mode="wrap")
-    field += 0.35 * ndi.gaussian_filter(rng.standard_normal((ch, cw)), sigma=3)
+    field = ndi.gaussian_filter(rng.standard_normal((ch, cw)), sigma=max(cw, ch) / 8, mode="wrap")
+    field /= field.std() + 1e-9
+    field += 0.5 * ndi.gaussian_filter(rng.standard_normal((ch, cw)), sigma=4) * 6
     yy, xx = np.mgrid[0:ch, 0:cw]
     r = np.hypot((xx + 0.5) / cw - 0.5, (yy + 0.5) / ch - 0.5) * 2
-    field = (field - field.mean()) / (field.std() + 1e-9) - 1.5 * np.clip(r - 0.55, 0, None) * 4
+    field = (field - field.mean()) / (field.std() + 1e-9) - 12 * np.clip(r - 0.6, 0, None)
     lo, hi = float(field.min()), float(field.max())
     best = (lo, 1 << 62)
+
+    def pieces(t: float) -> np.ndarray:  # tissue pieces of at least 2 tiles, no pinholes
+        m = field > t
+        labels, n = ndi.label(m)
+        if n:
+            sizes = np.bincount(labels.ravel())
+            keep = sizes >= 32
+            keep[0] = False
+            m = keep[labels]
+        return ndi.binary_fill_holes(m) if min(cw, ch) > 2 else m
+
     for _ in range(40):  # bisection on the threshold: tiles with >= half their cells in tissue
         t = (lo + hi) / 2
-        m = (field > t).astype(np.float32)
+        m = pieces(t).astype(np.float32)
         per_tile = m[: ny * 4, : nx * 4].reshape(ny, 4, nx, 4).mean(axis=(1, 3))
         n = int((per_tile >= 0.5).sum())
         if abs(n - tiles) < abs(best[1] - tiles):
@@ -94,7 +106,7 @@ def _layout(tiles: int, fp: float, rng: np.random.Generator) -> tuple[np.ndarray
             hi = t
         else:
             break
-    mask = (field > best[0]).astype(np.float32)
+    mask = pieces(best[0]).astype(np.float32)
     width = math.ceil(nx * fp / 8) * 8
     height = math.ceil(ny * fp / 8) * 8
     return mask, width, height, cell
