@@ -121,11 +121,21 @@ def resolve_local(path: str | os.PathLike[str], card: TeacherCard | None = None)
     raise MissingWeightsError(f"{p}: no such weights file or folder; check the path")
 
 
+def _cache_dir() -> str | None:
+    """The Hub cache, read from the environment now (huggingface_hub reads it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
 def _from_cache(card: TeacherCard) -> list[Path] | None:
     from huggingface_hub import try_to_load_from_cache
 
+    cache = _cache_dir()
     for files in _candidates(card):
-        hits = [try_to_load_from_cache(card.weights.hf_repo, f) for f in files]
+        hits = [try_to_load_from_cache(card.weights.hf_repo, f, cache_dir=cache) for f in files]
         if all(isinstance(h, str) for h in hits):
             return [Path(h) for h in hits]
     return None
@@ -147,11 +157,11 @@ def _download(card: TeacherCard) -> list[Path]:
     for f in files:
         log.info("downloading %s from hf:%s", f, repo)
         try:
-            paths.append(Path(hf_hub_download(repo, f)))
+            paths.append(Path(hf_hub_download(repo, f, cache_dir=_cache_dir())))
         except EntryNotFoundError:
             if twin:  # the repo holds the other timm Hub name
                 log.info("%s not in hf:%s; trying %s", f, repo, twin[0][0])
-                return [Path(hf_hub_download(repo, twin[0][0]))]
+                return [Path(hf_hub_download(repo, twin[0][0], cache_dir=_cache_dir()))]
             raise MissingWeightsError(
                 f"teacher '{card.name}': hf:{repo} has no {f}; fix weights.files in the card "
                 f"or pass --weights PATH"
