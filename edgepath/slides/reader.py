@@ -290,11 +290,14 @@ class Slide:
 
     def best_level_for_mpp(self, mpp: float) -> int:
         """The coarsest level at least as fine as ``mpp`` (level 0 if none is)."""
-        best = 0
-        for i, d in enumerate(self.level_downsamples):
-            if self.mpp * d <= mpp * (1 + 1e-6):
-                best = i if d >= self.level_downsamples[best] else best
-        return best
+        cache = self._m().setdefault("best_level", {})
+        if mpp not in cache:
+            best = 0
+            for i, d in enumerate(self.level_downsamples):
+                if self.mpp * d <= mpp * (1 + 1e-6):
+                    best = i if d >= self.level_downsamples[best] else best
+            cache[mpp] = best
+        return cache[mpp]
 
     def check_mpp(self, mpp: float, *, allow_upsample: bool = False) -> None:
         """Refuse a target finer than the base resolution unless ``allow_upsample``."""
