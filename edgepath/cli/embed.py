@@ -197,6 +197,17 @@ def _human(summary: dict[str, Any]) -> None:
         click.echo("  stopped early by a signal; rerun to finish (finished slides are kept)")
 
 
+def _human_watch(summary: dict[str, Any]) -> None:
+    click.echo(
+        f"{summary['slides']} slides in {summary['seconds']:.0f} s of watching: "
+        f"{summary['done']} embedded, {summary['skipped']} already done, {summary['failed']} "
+        f"failed; {summary['tiles']} tiles in {summary['embedding_seconds']:.1f} s of embedding "
+        f"({summary['embedding_tiles_per_s']:.1f} tiles/s)"
+    )
+    for f in summary["failures"]:
+        click.echo(f"  failed: {f['slide']}: {f['error']}")
+
+
 @click.command("embed")
 @click.argument("model")
 @click.argument("slides", nargs=-1, required=True, type=click.Path())
@@ -278,4 +289,4 @@ def watch(
             summary = run_watch(emb, inbox, poll=poll, settle=settle, max_slides=max_slides)
     data = summary.to_dict()
     data["interrupted"], data["exit_code"] = False, 0  # a stop is how a watch ends
-    emit(data, as_json=as_json, human=_human)
+    emit(data, as_json=as_json, human=_human_watch)

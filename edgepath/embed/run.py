@@ -97,12 +97,15 @@ class Summary:
     def to_dict(self) -> dict[str, Any]:
         """As plain data (the ``--json`` output)."""
         done = self.count("done")
+        busy = sum(r.seconds for r in self.results if r.status == "done")
         return {
             "slides": len(self.results),
             **{s: self.count(s) for s in STATUSES},
             "tiles": self.n_tiles,
             "seconds": round(self.seconds, 3),
             "tiles_per_s": round(self.n_tiles / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "embedding_seconds": round(busy, 3),
+            "embedding_tiles_per_s": round(self.n_tiles / busy, 2) if busy > 0 else 0.0,
             "wsi_per_min": round(60 * done / self.seconds, 3) if self.seconds > 0 else 0.0,
             "interrupted": self.interrupted,
             "exit_code": self.exit_code,
@@ -134,6 +137,17 @@ class NullReporter:
 
     def slide_finished(self, result: SlideResult) -> None:
         """A slide is done, skipped, busy or failed."""
+
+
+@dataclass
+class Prepared:
+    """A slide's fingerprint and tile grid, computed ahead of its turn."""
+
+    slide: Path
+    fp: str | None = None
+    grid: Any = None
+    slide_info: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
 
 
 @dataclass(frozen=True)
@@ -220,8 +234,33 @@ class Embedder:
         """True once a stop was requested."""
         return self._stop
 
-    def process(self, slide: str | os.PathLike[str]) -> SlideResult:
+    def prepare(self, slide: str | os.PathLike[str]) -> Prepared:
+        """Fingerprint and, unless already done, tile ``slide`` (safe to run in a thread).
+
+        ``Embedder.run`` prepares the next slide while the current one is being embedded, so
+        tissue detection does not leave the engine idle between slides.
+        """
+        slide = Path(slide)
+        prep = Prepared(slide=slide)
+        try:
+            prep.fp = fingerprint(slide)
+            key = job_key(
+                model_sha256=self.model.sha256, input_fingerprint=prep.fp, tiling=self.tiling
+            )
+            if self.force or not is_done(output_path(slide, self.out_dir), key):
+                prep.grid, prep.slide_info = self._tile(slide)
+        except Exception as exc:  # reported when the slide's turn comes
+            prep.error = exc
+        return prep
+
+    def process(
+        self, slide: str | os.PathLike[str], *, prepared: Prepared | None = None
+    ) -> SlideResult:
         """Embed one slide unless it is done or claimed; never raises for a bad slide.
+
+        Args:
+            slide: The slide file.
+            prepared: The result of ``prepare(slide)``, if it was run ahead.
 
         Raises:
             Interrupted: A stop was requested while the slide was being embedded (its lock is
@@ -234,6 +273,10 @@ class Embedder:
         lock: SlideLock | None = None
         try:
             fp = fingerprint(slide)
+            if prepared is not None and prepared.error is not None and prepared.fp == fp:
+                raise prepared.error  # tiling this very file failed
+            if prepared is not None and (prepared.slide != slide or prepared.fp != fp):
+                prepared = None  # the file changed since: start afresh
             key = job_key(model_sha256=self.model.sha256, input_fingerprint=fp, tiling=self.tiling)
             if not self.force and is_done(out, key):
                 result.status = "skipped"
@@ -246,7 +289,11 @@ class Embedder:
                 result.status = "skipped"
                 return result
             remove_temps(out)
-            result.n_tiles = self._embed(slide, out, key=key, fp=fp, lock=lock)
+            if prepared is not None and prepared.grid is not None:
+                grid, info = prepared.grid, prepared.slide_info
+            else:
+                grid, info = self._tile(slide)
+            result.n_tiles = self._embed(slide, out, grid, info, key=key, fp=fp, lock=lock)
             result.status = "done"
         except Interrupted:
             raise
@@ -260,7 +307,7 @@ class Embedder:
             self.reporter.slide_finished(result)
         return result
 
-    def _embed(self, slide: Path, out: Path, *, key: str, fp: str, lock: SlideLock) -> int:
+    def _tile(self, slide: Path) -> tuple[Any, dict[str, Any]]:
         from edgepath.slides import open_slide, tile_slide
 
         with open_slide(slide, mpp=self.tiling.slide_mpp) as s:
@@ -270,12 +317,25 @@ class Embedder:
                 tile_px=self.tiling.tile_px,
                 min_tissue=self.tiling.min_tissue,
             )
-            slide_info = {
+            info = {
                 "slide_name": slide.name,
                 "slide_dimensions": list(s.dimensions),
                 "slide_mpp": float(s.mpp),
                 "mpp_source": str(getattr(grid, "mpp_source", s.mpp_source)),
             }
+        return grid, info
+
+    def _embed(
+        self,
+        slide: Path,
+        out: Path,
+        grid: Any,
+        slide_info: dict[str, Any],
+        *,
+        key: str,
+        fp: str,
+        lock: SlideLock,
+    ) -> int:
         coords = np.asarray(grid.coords, dtype=np.int64).reshape(-1, 2)
         self.reporter.slide_started(slide, len(coords))
         feats = np.empty((len(coords), int(self.engine.embed_dim)), dtype=np.float32)
@@ -319,19 +379,35 @@ class Embedder:
         )
         return len(coords)
 
-    def run(self, slides: list[Path]) -> Summary:
-        """Process ``slides`` in order; stops cleanly (``interrupted``) when a stop is requested."""
+    def run(self, slides: list[Path], *, prefetch: bool = True) -> Summary:
+        """Process ``slides`` in order; stops cleanly (``interrupted``) when a stop is requested.
+
+        Args:
+            slides: Slide files.
+            prefetch: Tile the next slide in a thread while the current one is embedded.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         summary = Summary()
         t0 = time.perf_counter()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="edgepath-prepare") if prefetch else None
+        ahead = None
         try:
-            for slide in slides:
+            for i, slide in enumerate(slides):
                 if self._stop:
                     summary.interrupted = True
                     break
-                summary.results.append(self.process(slide))
+                prepared = ahead.result() if ahead is not None else None
+                ahead = None
+                if pool is not None and i + 1 < len(slides):
+                    ahead = pool.submit(self.prepare, slides[i + 1])
+                summary.results.append(self.process(slide, prepared=prepared))
         except Interrupted as exc:
             log.warning("%s", exc)
             summary.interrupted = True
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         summary.seconds = time.perf_counter() - t0
         return summary
 

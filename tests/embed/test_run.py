@@ -115,3 +115,34 @@ def test_busy_and_lost_locks(spec, sample_slide, tmp_path):
     with Embedder(_Engine(spec, on_call=steal), INFO, out, batch=8, workers=0, force=True) as emb:
         r = emb.process(sample_slide)
     assert r.status == "failed" and "took this slide's lock over" in r.error
+
+
+def test_bar_reporter_rates():
+    from edgepath.cli.embed import BarReporter
+    from edgepath.embed.run import SlideResult
+
+    class Bar:
+        def __init__(self):
+            self.fields = {}
+
+        def add_task(self, name, total, rate):
+            self.fields[name] = {"total": total, "rate": rate}
+            return name
+
+        def remove_task(self, task):
+            self.fields.pop(task)
+
+        def update(self, task, advance=0, rate=""):
+            self.fields[task]["rate"] = rate
+
+    from pathlib import Path
+
+    bar = Bar()
+    rep = BarReporter(bar, n_slides=2)
+    rep.slide_started(Path("a.svs"), 10)
+    rep.tiles_done(4)
+    assert bar.fields["a.svs"]["rate"].endswith("tiles/s")
+    rep.slide_finished(SlideResult("a.svs", "a.h5", "done", n_tiles=10, seconds=1.0))
+    assert bar.fields["slides"]["rate"].endswith("WSI/min") and rep.done == 1
+    rep.slide_started(Path("b.svs"), 5)  # the per-slide bar is replaced
+    assert "a.svs" not in bar.fields and bar.fields["b.svs"]["total"] == 5
