@@ -22,6 +22,9 @@ def bad(tmp_path, sample_slide):
     d.mkdir()
     (d / "empty.svs").touch()
     (d / "cut.svs").write_bytes(sample_slide.read_bytes()[:200_000])
+    data = bytearray(sample_slide.read_bytes())  # header intact, JPEG tiles overwritten
+    data[len(data) // 2 : len(data) // 2 + 200_000] = b"\xff" * 200_000
+    (d / "corrupt.svs").write_bytes(bytes(data))
     (d / "notes.txt").write_text("not a slide\n")
     (d / "folder").mkdir()
     tifffile.imwrite(
@@ -31,7 +34,6 @@ def bad(tmp_path, sample_slide):
         resolutionunit="CENTIMETER",
     )
     tifffile.imwrite(d / "dpi72.tif", np.full((300, 300, 3), 200, np.uint8), resolution=(72, 72))
-    Image.open(sample_slide).convert("RGB").save(d / "nompp.jpg") if False else None
     Image.new("RGB", (600, 600), (200, 100, 150)).save(d / "nompp.png")
     return d
 
@@ -44,6 +46,7 @@ def bad(tmp_path, sample_slide):
             "cut.svs",
             r"cut\.svs: OpenSlide does not recognise this \.svs file; it is corrupt or truncated",
         ),
+        ("corrupt.svs", r"corrupt\.svs: cannot read region .* the file is corrupt or truncated"),
         ("notes.txt", r"notes\.txt: unsupported or corrupt file"),
         ("folder", r"folder: is a directory, not a slide"),
         ("missing.svs", r"missing\.svs: no such file"),
