@@ -142,6 +142,7 @@ def tile(
 
     Failures are reported per slide; the other slides of a batch go on.
     """
+    from edgepath.errors import SlideReadError
     from edgepath.slides import open_slide, tile_slide, write_coords
     from edgepath.slides.overlay import write_overlay
     from edgepath.slides.tiling import MIN_TISSUE
@@ -150,12 +151,19 @@ def tile(
     out = Path(out_dir)
     thr = MIN_TISSUE if min_tissue is None else min_tissue
     results = []
+    used: dict[str, str] = {}
     with progress() as bar:
         task = bar.add_task("tiling", total=len(slide_paths), rate="")
         for p in slide_paths:
             name = Path(p).name
             stem = Path(p).stem if Path(p).suffix else name
             try:
+                if stem in used:
+                    raise SlideReadError(
+                        f"{p}: its output name {stem}.h5 is taken by {used[stem]} in this batch; "
+                        "tile slides with the same name into different folders (-o)"
+                    )
+                used[stem] = p
                 with open_slide(p, mpp=_override_for(p, slide_mpp, table)) as s:
                     grid = tile_slide(
                         s, mpp=mpp, tile_px=tile_px, min_tissue=thr, allow_upsample=allow_upsample

@@ -351,24 +351,29 @@ class Slide:
         level = self.best_level_for_mpp(mpp)
         return np.asarray(self.read_footprint(x0, y0, fp, out_px=tile_px, level=level))
 
-    def read_thumbnail(self, mpp: float, *, chunk_px: int = 1024) -> np.ndarray:
-        """The whole slide at ``mpp`` (coarser than the base), read in chunks, uint8 HxWx3."""
+    def read_thumbnail(self, mpp: float, *, chunk_px: int = 4096) -> np.ndarray:
+        """The whole slide at ``mpp`` (coarser than the base), uint8 HxWx3.
+
+        Read from the best level in chunks of at most ``chunk_px``² level pixels, so a huge
+        level 0 (a slide without a pyramid) never has to fit in memory at once.
+        """
         from PIL import Image
 
         W, H = self.dimensions
         ds = max(mpp / self.mpp, 1.0)
         tw, th = max(1, round(W / ds)), max(1, round(H / ds))
         level = self.best_level_for_mpp(mpp)
+        d = self.level_downsamples[level]
+        step = max(1, int(chunk_px * d / ds))  # output px per chunk side
         out = Image.new("RGB", (tw, th), BACKGROUND)
-        for cy in range(0, th, chunk_px):
-            for cx in range(0, tw, chunk_px):
-                cw, ch = min(chunk_px, tw - cx), min(chunk_px, th - cy)
-                d = self.level_downsamples[level]
+        for cy in range(0, th, step):
+            for cx in range(0, tw, step):
+                cw, ch = min(step, tw - cx), min(step, th - cy)
                 (ix, fx), (iy, fy) = level_origin(cx * ds, d), level_origin(cy * ds, d)
                 bw, bh = cw * ds / d, ch * ds / d
-                size = (math.ceil(fx + bw), math.ceil(fy + bh))
+                size = (math.ceil(fx + bw - 1e-9), math.ceil(fy + bh - 1e-9))
                 img = self._handle().read((ix, iy), level, size)
-                box = (fx, fy, fx + bw, fy + bh)
+                box = (fx, fy, min(fx + bw, size[0]), min(fy + bh, size[1]))
                 out.paste(img.resize((cw, ch), Image.Resampling.BOX, box=box), (cx, cy))
         return np.asarray(out)
 

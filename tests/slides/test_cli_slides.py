@@ -154,3 +154,22 @@ def test_synthesize_cli(run_cli, tmp_path):
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
     code, text, _ = run_cli("slides", "tile", str(out), "-o", str(tmp_path / "o"), "--json")
     assert code == 0 and 20 <= json.loads(text)["slides"][0]["tiles"] <= 40
+
+
+def test_same_name_twice_in_a_batch(run_cli, sample_slide, tmp_path):
+    other = tmp_path / "b" / sample_slide.name
+    other.parent.mkdir()
+    shutil.copy(sample_slide, other)
+    code, out, _ = run_cli(
+        "slides",
+        "tile",
+        str(sample_slide),
+        str(other),
+        "-o",
+        str(tmp_path / "o"),
+        "--json",
+        "--no-overlay",
+    )
+    assert code == 1
+    rows = json.loads(out)["slides"]
+    assert "tiles" in rows[0] and "is taken by" in rows[1]["error"]

@@ -122,3 +122,11 @@ def test_unsupported_format(tmp_path):
     p.write_text("a,b\n1,2\n")
     with pytest.raises(SlideReadError, match=r"table\.csv: unsupported or corrupt file"):
         open_slide(p).open()
+
+
+def test_thumbnail_in_chunks_equals_one_read(sample_slide):
+    s = open_slide(sample_slide)
+    whole = s.read_thumbnail(4.0).astype(int)
+    chunked = s.read_thumbnail(4.0, chunk_px=300).astype(int)
+    assert whole.shape == chunked.shape == (round(2967 * 0.499 / 4), round(2220 * 0.499 / 4), 3)
+    assert np.abs(whole - chunked).mean() < 1.0
