@@ -118,7 +118,16 @@ class Encoder(nn.Module):
         """The full output token sequence (B, prefix + N, D)."""
         if self.spec.architecture.library == "transformers":
             return self.backbone(pixel_values=x).last_hidden_state
-        return self.backbone.forward_features(x)
+        seq = self.backbone.forward_features(x)
+        # timm ViTs with global_pool "avg"/"max" move the final LayerNorm after pooling
+        # (norm = Identity, fc_norm = LayerNorm): forward_features then returns un-normed tokens.
+        # LayerNorm acts per token, so applying fc_norm to each token gives the normed sequence.
+        fc_norm = getattr(self.backbone, "fc_norm", None)
+        if isinstance(getattr(self.backbone, "norm", None), nn.Identity) and isinstance(
+            fc_norm, nn.LayerNorm
+        ):
+            seq = fc_norm(seq)
+        return seq
 
     def forward_tokens(self, x: torch.Tensor) -> Tokens:
         """Split the output sequence into CLS, registers and patch tokens."""

@@ -170,3 +170,31 @@ def test_conch_checkpoint_layout_and_attn_pool_embedding(tmp_path: Path) -> None
         seq2[:, 5] = torch.randn_like(seq2[:, 5])  # (a constant shift would vanish in LayerNorm)
         assert not torch.allclose(enc.backbone.pool_embedding(seq2), emb)
     assert emb.shape == (2, 32) and seq.shape == (2, 1 + 16, 64)
+
+
+def test_sequence_is_normed_when_timm_pools_before_its_norm() -> None:
+    """global_pool="avg" puts timm's final LayerNorm after pooling (fc_norm); the Encoder
+    still returns the normed token sequence."""
+    from edgepath.models.cards import (
+        Architecture,
+        EmbeddingSpec,
+        EncoderSpec,
+        InputSpec,
+        TokenLayout,
+    )
+
+    spec = EncoderSpec(
+        Architecture(
+            "vit_small_patch14_dinov2",
+            kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "avg"},
+        ),
+        InputSpec(56, 0.5, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        TokenLayout(patch_size=14),
+        EmbeddingSpec("mean_patch", 32),
+    )
+    enc = Encoder(build_backbone(spec), spec).eval()
+    assert isinstance(enc.backbone.norm, torch.nn.Identity)
+    with torch.no_grad():
+        seq = enc.sequence(torch.randn(2, 3, 56, 56))
+    assert seq.shape == (2, 17, 32)
+    torch.testing.assert_close(seq.mean(-1), torch.zeros(2, 17), atol=1e-5, rtol=0)
