@@ -96,12 +96,16 @@ def _image_source(path: Path, *, tile_px: int, mpp: float, index: int) -> _Sourc
     if h < tile_px or w < tile_px:
         log.warning("%s: %dx%d px is smaller than one %d px tile; skipped", path, w, h, tile_px)
         return None
-    mask = tissue_mask(img, TissueParams(mpp=mpp))  # the slides stage's detector (drops pen)
+    # the slides stage's detector (drops pen and glass), on a thumbnail at ~its 8 µm/px
+    f = max(1, min(int(TissueParams().mpp / mpp), tile_px // 8))
+    thumb = np.asarray(Image.fromarray(img).reduce(f)) if f > 1 else img
+    mask = tissue_mask(thumb, TissueParams(mpp=mpp * f))
     cells = set()
+    step = tile_px / f
     for cy in range(h // tile_px):
         for cx in range(w // tile_px):
-            m = mask[cy * tile_px : (cy + 1) * tile_px, cx * tile_px : (cx + 1) * tile_px]
-            if m.mean() >= MIN_TISSUE:
+            m = mask[int(cy * step) : int((cy + 1) * step), int(cx * step) : int((cx + 1) * step)]
+            if m.size and m.mean() >= MIN_TISSUE:
                 cells.add((cx, cy))
 
     def read(x: float, y: float) -> np.ndarray:
