@@ -106,12 +106,15 @@ def show_teacher(name: str, as_json: bool) -> None:
 @click.option(
     "--random-weights", is_flag=True, help="Seeded random weights (checks the architecture only)."
 )
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @json_option
-def check_teacher(name: str, weights: str | None, random_weights: bool, as_json: bool) -> None:
+def check_teacher(
+    name: str, weights: str | None, random_weights: bool, device: str, as_json: bool
+) -> None:
     """Load NAME, embed a real H&E sample tile, print the dimension and a checksum."""
     from edgepath.models.check import check_teacher as run_check
 
-    data = run_check(name, weights=weights, random_weights=random_weights)
+    data = run_check(name, weights=weights, random_weights=random_weights, device=device)
 
     def human(d: dict) -> None:
         label = " (random weights)" if d["random_weights"] else ""

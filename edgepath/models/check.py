@@ -8,7 +8,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from edgepath.errors import ToleranceError
+from edgepath.errors import ConfigError, ToleranceError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,8 +67,15 @@ def check_teacher(
     *,
     weights: str | os.PathLike[str] | None = None,
     random_weights: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Load a teacher, embed a real sample tile, check the output.
+
+    Args:
+        card: A ``TeacherCard``, card name or ``.toml`` path.
+        weights: Checkpoint file or folder (default lookup: see ``edgepath.models.weights``).
+        random_weights: Seeded random weights (architecture check only).
+        device: Torch device for the forward pass (``cpu``, ``cuda``, ``cuda:1``).
 
     Returns:
         ``name``, ``embed_dim``, ``checksum`` (SHA-256 of the float32 embedding, first 16 hex),
@@ -84,12 +91,18 @@ def check_teacher(
     from edgepath.models.loading import as_card, load_model
 
     card = as_card(card)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU here; use --device cpu")
     t0 = time.perf_counter()
     enc, info = load_model(card, weights=weights, random_weights=random_weights)
     t1 = time.perf_counter()
     x = to_tensor(sample_tile(card.input.tile_px), card.spec)
     with torch.inference_mode():
-        emb = enc(x)[0].float().cpu()
+        emb = enc.to(dev)(x.to(dev))[0].float().cpu()
     t2 = time.perf_counter()
     finite = bool(torch.isfinite(emb).all())
     vec = emb.numpy()
@@ -106,6 +119,7 @@ def check_teacher(
         "files": info.get("files", []),
         "load_seconds": round(t1 - t0, 3),
         "embed_seconds": round(t2 - t1, 3),
+        "device": device,
     }
     if not finite:
         raise ToleranceError(

@@ -77,3 +77,8 @@ def test_check_offline_without_weights_is_one_line_exit_2(run_cli, monkeypatch, 
 def test_unknown_teacher_lists_known(run_cli, name: str) -> None:
     code, _, err = run_cli("teachers", "show", name)
     assert code == 2 and "known:" in err and "uni2-h" in err
+
+
+def test_check_bad_device_is_a_user_error(run_cli) -> None:
+    code, out, err = run_cli("teachers", "check", "tiny-teacher", "--device", "bogus")
+    assert code == 2 and out == "" and "not a torch device" in err
