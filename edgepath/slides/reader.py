@@ -351,6 +351,73 @@ class Slide:
         level = self.best_level_for_mpp(mpp)
         return np.asarray(self.read_footprint(x0, y0, fp, out_px=tile_px, level=level))
 
+    def read_tiles(
+        self,
+        coords: np.ndarray,
+        *,
+        mpp: float,
+        tile_px: int = 224,
+        out: np.ndarray | None = None,
+        allow_upsample: bool = False,
+        max_run: int = 16,
+    ) -> np.ndarray:
+        """Many tiles at once: like ``read_tile`` for each (x0, y0) row of ``coords``.
+
+        Runs of up to ``max_run`` neighbouring tiles on one grid row (``tile_slide``'s
+        row-major order) are read with one region read each, then cut and resized per tile:
+        fewer decoder calls than one read per tile, same pixels up to the resize filter's edge
+        handling (mean difference well under one grey level).
+
+        Args:
+            coords: (N, 2) level-0 corners.
+            mpp: Target µm/px.
+            tile_px: Tile side.
+            out: Optional (N, tile_px, tile_px, 3) uint8 array to fill.
+            allow_upsample: Allow a target finer than the base.
+            max_run: Most tiles per region read.
+
+        Returns:
+            ``out`` (or a new array) with the tiles in the order of ``coords``.
+        """
+        from PIL import Image
+
+        self.check_mpp(mpp, allow_upsample=allow_upsample)
+        xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        n = len(xy)
+        if out is None:
+            out = np.empty((n, tile_px, tile_px, 3), dtype=np.uint8)
+        fp = tile_px * mpp / self.mpp
+        level = self.best_level_for_mpp(mpp)
+        d = self.level_downsamples[level]
+        w = fp / d
+        backend = self._handle()
+        i = 0
+        while i < n:
+            x0, y0 = xy[i]
+            j = i + 1
+            while (
+                j < n
+                and j - i < max_run
+                and xy[j, 1] == y0
+                and 0 < xy[j, 0] - xy[j - 1, 0] <= fp + 1
+            ):
+                j += 1
+            (ix, fx), (iy, fy) = level_origin(x0, d), level_origin(y0, d)
+            span = (xy[j - 1, 0] - x0) / d + w
+            size = (math.ceil(fx + span - 1e-9), math.ceil(fy + w - 1e-9))
+            strip = backend.read((ix, iy), level, size)
+            for k in range(i, j):
+                bx = fx + (xy[k, 0] - x0) / d
+                if fy == 0 and abs(w - tile_px) < 1e-6 and abs(bx - round(bx)) < 1e-9:
+                    b = round(bx)
+                    tile = strip.crop((b, 0, b + tile_px, tile_px))
+                else:
+                    box = (bx, fy, min(bx + w, size[0]), min(fy + w, size[1]))
+                    tile = strip.resize((tile_px, tile_px), Image.Resampling.BILINEAR, box=box)
+                out[k] = np.asarray(tile)
+            i = j
+        return out
+
     def read_thumbnail(self, mpp: float, *, chunk_px: int = 4096) -> np.ndarray:
         """The whole slide at ``mpp`` (coarser than the base), uint8 HxWx3.
 

@@ -130,3 +130,16 @@ def test_thumbnail_in_chunks_equals_one_read(sample_slide):
     chunked = s.read_thumbnail(4.0, chunk_px=300).astype(int)
     assert whole.shape == chunked.shape == (round(2967 * 0.499 / 4), round(2220 * 0.499 / 4), 3)
     assert np.abs(whole - chunked).mean() < 1.0
+
+
+def test_read_tiles_matches_read_tile(sample_slide):
+    from edgepath.slides import tile_slide
+
+    s = open_slide(sample_slide)
+    grid = tile_slide(s, mpp=0.5, tile_px=224, min_tissue=0)
+    one = np.stack([s.read_tile(x, y, mpp=0.5, tile_px=224) for x, y in grid.coords[:30]])
+    many = s.read_tiles(grid.coords[:30], mpp=0.5, tile_px=224)
+    assert many.shape == one.shape
+    assert np.abs(many.astype(int) - one).max() <= 1  # rounding only
+    shuffled = grid.coords[[5, 0, 17, 3]]  # any order works, runs or not
+    assert np.abs(s.read_tiles(shuffled, mpp=0.5).astype(int) - one[[5, 0, 17, 3]]).max() <= 1

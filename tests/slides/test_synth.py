@@ -76,3 +76,11 @@ def test_same_seed_same_file(tmp_path):
     b = synthesize_slide(tmp_path / "b.tiff", tiles=8, seed=5, levels=2)
     c = synthesize_slide(tmp_path / "c.tiff", tiles=8, seed=6, levels=2)
     assert sha256_file(a) == sha256_file(b) != sha256_file(c)
+
+
+def test_read_tiles_exact_level(synth):
+    s = open_slide(synth)
+    mpp = s.mpp * 2  # exactly level 1: no resize, crops of one strip
+    grid = tile_slide(s, mpp=mpp, tile_px=64)
+    one = np.stack([s.read_tile(x, y, mpp=mpp, tile_px=64) for x, y in grid.coords[:20]])
+    assert np.array_equal(s.read_tiles(grid.coords[:20], mpp=mpp, tile_px=64), one)
