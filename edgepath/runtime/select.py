@@ -158,6 +158,9 @@ def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: st
         )
     if engine == "auto":
         choices = [e for e in available_engines() if e in runnable]
+        validated = [e for e in choices if e in manifest.get("parity", {})]
+        if validated:  # engines an export was parity-checked on come first
+            choices = validated + [e for e in choices if e not in validated]
         preferred = manifest.get("engine")
         if preferred in runnable and preferred in available_engines() and preferred != "torch":
             # The stage that wrote the artifact validated it on this engine (e.g. openvino for
