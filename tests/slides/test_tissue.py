@@ -49,3 +49,18 @@ def test_he_tiles_are_all_tissue():
 def test_otsu_splits_two_modes():
     v = np.concatenate([np.full(100, 0.02), np.full(100, 0.4)])
     assert 0.02 <= otsu(v) < 0.4
+
+
+@pytest.mark.parametrize("name", sorted(TILES))
+def test_tiles_through_the_slide_code_path(name):
+    """The PNG tiles open as one-level slides and tile like any WSI (mpp given by override)."""
+    from edgepath.errors import SlideReadError
+    from edgepath.slides import open_slide, tile_slide
+
+    slide = open_slide(TILES[name], mpp=0.5)
+    if name in WITH_TISSUE:
+        grid = tile_slide(slide, mpp=1.0, tile_px=64)
+        assert len(grid) >= 3 and grid.tissue.min() >= 0.5
+    else:
+        with pytest.raises(SlideReadError, match="no tissue found"):
+            tile_slide(slide, mpp=1.0, tile_px=64)
