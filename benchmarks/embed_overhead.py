@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -60,17 +61,30 @@ class _Timer:
         pass
 
 
-def engine_tiles_per_s(engine, x: np.ndarray, *, batch: int, tiles: int) -> float:
-    """Tiles/s of ``engine`` on pre-loaded normalised tiles, cycled to ``tiles`` tiles."""
+def proc_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of other processes so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def engine_run(engine, x: np.ndarray, *, batch: int, tiles: int) -> tuple[float, float]:
+    """(tiles/s, CPU s per tile) of ``engine`` on pre-loaded normalised tiles, cycled."""
     n = 0
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     while n < tiles:
         for s in range(0, len(x), batch):
             engine(x[s : s + batch])
             n += len(x[s : s + batch])
             if n >= tiles:
                 break
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,7 +103,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--check", type=int, default=64, help="Tiles checked against torch.")
     p.add_argument("--out", type=Path, help="Append the JSON row to this file.")
     args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="edgepath-embed-bench-"))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def _run(args: argparse.Namespace, work: Path) -> dict:
     from edgepath.bench.machine import describe
     from edgepath.embed.features import read_features
     from edgepath.embed.model import open_model
@@ -97,7 +118,6 @@ def main(argv: list[str] | None = None) -> dict:
     from edgepath.embed.run import Embedder
     from edgepath.slides import open_slide, synthesize_slide, tile_slide
 
-    work = Path(tempfile.mkdtemp(prefix="edgepath-embed-bench-"))
     model = args.model or build_model(args.student, work / args.student)
     slide = args.slide or work / "synthetic.tiff"
     if not slide.exists():
@@ -116,19 +136,34 @@ def main(argv: list[str] | None = None) -> dict:
 
     timer = _Timer()
     out_dir = work / "features"
-    engine_runs, e2e_runs, embed_runs = [], [], []
+    engine_runs, engine_cpu, e2e_runs, embed_runs, e2e_cpu = [], [], [], [], []
     with Embedder(
         engine, info, out_dir, batch=args.batch, workers=args.workers, force=True, reporter=timer
     ) as emb:
-        engine_runs.append(engine_tiles_per_s(engine, x, batch=args.batch, tiles=engine_tiles))
+        pids = [p.pid for p in emb.reader._procs]
+
+        def engine_once() -> None:
+            tps, cpu = engine_run(engine, x, batch=args.batch, tiles=engine_tiles)
+            engine_runs.append(tps)
+            engine_cpu.append(cpu)
+
+        engine_once()
         for _ in range(args.repeats):
+            c0, w0 = time.process_time(), proc_cpu_seconds(pids)
             r = emb.process(slide)
             if r.status != "done":
                 raise SystemExit(f"pipeline failed: {r.error}")
+            cpu = time.process_time() - c0 + proc_cpu_seconds(pids) - w0
             e2e_runs.append(r.n_tiles / r.seconds)
+            e2e_cpu.append(cpu / r.n_tiles)
             embed_runs.append(timer.n / (timer.end - timer.start))
-            engine_runs.append(engine_tiles_per_s(engine, x, batch=args.batch, tiles=engine_tiles))
+            engine_once()
         ff = read_features(r.output)
+        # the readers alone: how many tiles/s they can feed an engine (no inference)
+        c0, w0, t0 = time.process_time(), proc_cpu_seconds(pids), time.perf_counter()
+        n_read = sum(len(b) for _, b in emb.reader.batches(slide, grid.coords[:engine_tiles]))
+        read_tps = n_read / (time.perf_counter() - t0)
+        read_cpu = (time.process_time() - c0 + proc_cpu_seconds(pids) - w0) / n_read
 
     # correctness on the side: coords as tile_slide, features as torch on the same tiles
     from edgepath.artifact import load_encoder
@@ -166,6 +201,13 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline_tiles_per_s": [round(v, 3) for v in e2e_runs],
         "pipeline_embed_phase_tiles_per_s": [round(v, 3) for v in embed_runs],
         "engine_median": round(engine_med, 3),
+        "engine_cpu_ms_per_tile": [round(1000 * v, 2) for v in engine_cpu],
+        "pipeline_cpu_ms_per_tile": [round(1000 * v, 2) for v in e2e_cpu],
+        "readers_only_tiles_per_s": round(read_tps, 2),
+        "readers_only_cpu_ms_per_tile": round(1000 * read_cpu, 2),
+        # CPU-bound and alone on the machine, throughput goes as 1 / CPU per tile: this ratio
+        # is the pipeline/engine throughput ratio that shared-machine noise cannot fake.
+        "ratio_cpu_time": round(statistics.median(engine_cpu) / statistics.median(e2e_cpu), 3),
         "pipeline_median": round(statistics.median(e2e_runs), 3),
         "ratio_end_to_end": round(statistics.median(e2e_runs) / engine_med, 3),
         "ratio_embed_phase": round(statistics.median(embed_runs) / engine_med, 3),

@@ -296,6 +296,7 @@ class Embedder:
             result.n_tiles = self._embed(slide, out, grid, info, key=key, fp=fp, lock=lock)
             result.status = "done"
         except Interrupted:
+            result.status = "stopped"
             raise
         except Exception as exc:  # one bad slide never stops the batch
             log.debug("%s failed", slide, exc_info=True)
@@ -304,7 +305,8 @@ class Embedder:
             if lock is not None:
                 lock.release()
             result.seconds = time.perf_counter() - t0
-            self.reporter.slide_finished(result)
+            if result.status != "stopped":
+                self.reporter.slide_finished(result)
         return result
 
     def _tile(self, slide: Path) -> tuple[Any, dict[str, Any]]:

@@ -25,6 +25,27 @@ def _wait_for(cond, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -54,10 +75,13 @@ def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
         _wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
         _wait_for(lambda: (out / ".b.h5.lock").exists(), 60, "the lock of b")
         time.sleep(0.3)  # inside b's embedding
+        readers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
+    assert readers  # the reader processes (and multiprocessing's resource tracker) ...
+    _wait_for(lambda: not any(_alive(p) for p in readers), 30, "orphaned readers to exit")
     assert not (out / "b.h5").exists() and not (out / "c.h5").exists()
     assert (out / ".b.h5.lock").exists()  # a dead process's lock ...
     a_mtime = (out / "a.h5").stat().st_mtime_ns

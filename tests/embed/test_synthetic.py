@@ -15,7 +15,7 @@ from edgepath.metrics import rowwise_cosine
 def synthetic(tmp_path_factory):
     from edgepath.slides import synthesize_slide
 
-    return synthesize_slide(tmp_path_factory.mktemp("syn") / "syn.tiff", tiles=120, seed=3)
+    return synthesize_slide(tmp_path_factory.mktemp("syn") / "syn.tiff", tiles=60, seed=3)
 
 
 @pytest.mark.slow
@@ -43,7 +43,7 @@ def test_synthetic_slide_on_both_engines(run_cli, tiny_model, synthetic, tmp_pat
             "--engine",
             engine,
             "--workers",
-            "2",
+            "1",
             "--json",
         )
         assert code == 0, err
