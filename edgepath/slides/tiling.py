@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: Default minimum tissue fraction of a tile's area for it to be kept.
 MIN_TISSUE = 0.5
+#: Longest side of a tissue mask (16k px: 64 MB of thumbnail at most).
+MAX_MASK_PX = 16_384
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -90,7 +92,11 @@ def grid_coords(width: int, height: int, footprint: float) -> np.ndarray:
 
 
 def slide_tissue(slide: Slide, *, mpp: float, params: TissueParams) -> tuple[np.ndarray, float]:
-    """The tissue mask of a slide at ``mpp`` and the level-0 → mask scale."""
+    """The tissue mask of a slide at ``mpp`` and the level-0 → mask scale.
+
+    The mask is kept under ``MAX_MASK_PX`` on its long side (coarser ``mpp`` if needed).
+    """
+    mpp = max(mpp, max(slide.dimensions) * slide.mpp / MAX_MASK_PX)
     thumb = slide.read_thumbnail(mpp)
     mask = tissue_mask(thumb, dataclasses.replace(params, mpp=mpp))
     return mask, mask.shape[1] / slide.dimensions[0]
@@ -137,6 +143,7 @@ def tile_slide(
     if tissue is not None:
         mask_mpp = mask_mpp_for(tile_px * mpp, tissue, base_mpp=slide.mpp)
         mask, scale = slide_tissue(slide, mpp=mask_mpp, params=tissue)
+        mask_mpp = slide.mpp / scale  # as read (capped for huge slides)
         boxes = np.concatenate([coords, coords + fp], axis=1)
         frac = box_fractions(mask, boxes, scale=scale)
         keep = frac >= min_tissue if min_tissue > 0 else np.ones(len(coords), bool)

@@ -76,6 +76,7 @@ def xmag_pairs(
     if tissue is not None:
         mask_mpp = mask_mpp_for(tile_px * high_mpp, tissue, base_mpp=s.mpp)
         mask, scale = slide_tissue(s, mpp=mask_mpp, params=tissue)
+        mask_mpp = s.mpp / scale  # as read (capped for huge slides)
         corners = (coords[:, None, :] + high_offsets(k, high_fp)[None]).reshape(-1, 2)
         boxes = np.concatenate([corners, corners + high_fp], axis=1)
         per_high = box_fractions(mask, boxes, scale=scale).reshape(len(coords), k * k)
