@@ -54,9 +54,9 @@ def _mean_xy(x: float | None, y: float | None, what: str) -> float | None:
 def candidates(props: Mapping[str, str]) -> list[tuple[float, str, str]]:
     """Every mpp the properties give, best first, as (mpp, source, key).
 
-    Order: OpenSlide's normalised ``openslide.mpp-x/y``; vendor keys (``aperio.MPP``,
-    ``philips.DICOM_PIXEL_SPACING`` in mm, ``hamamatsu.XResolution``); then the TIFF resolution
-    tag with its unit (``tiff.XResolution`` + ``tiff.ResolutionUnit``).
+    Order: OpenSlide's normalised ``openslide.mpp-x/y``; vendor keys (``aperio.MPP``, the MIRAX
+    level-0 ``MICROMETER_PER_PIXEL_X/Y``, ``philips.DICOM_PIXEL_SPACING`` in mm); then the TIFF
+    resolution tag with its unit (``tiff.XResolution`` + ``tiff.ResolutionUnit``).
     """
     out: list[tuple[float, str, str]] = []
     mx, my = _float(props.get("openslide.mpp-x")), _float(props.get("openslide.mpp-y"))
@@ -66,6 +66,11 @@ def candidates(props: Mapping[str, str]) -> list[tuple[float, str, str]]:
     v = _float(props.get("aperio.MPP"))
     if v is not None:
         out.append((v, "property", "aperio.MPP"))
+    mx = _float(props.get("mirax.LAYER_0_LEVEL_0_SECTION.MICROMETER_PER_PIXEL_X"))
+    my = _float(props.get("mirax.LAYER_0_LEVEL_0_SECTION.MICROMETER_PER_PIXEL_Y"))
+    v = _mean_xy(mx, my, "mirax micrometer per pixel")
+    if v is not None:
+        out.append((v, "property", "mirax.LAYER_0_LEVEL_0_SECTION.MICROMETER_PER_PIXEL_X"))
     spacing = props.get("philips.DICOM_PIXEL_SPACING")
     if spacing:  # '"0.000243" "0.000243"' in millimetres (row, column)
         parts = [_float(p) for p in str(spacing).replace('"', " ").split()]

@@ -15,6 +15,8 @@ def test_openslide_property_wins_and_is_not_rounded():
 
 def test_vendor_keys():
     assert resolve_mpp({"aperio.MPP": "0.4990"}, path="a.svs") == (0.499, "property")
+    mirax = {"mirax.LAYER_0_LEVEL_0_SECTION.MICROMETER_PER_PIXEL_X": "0.2433"}
+    assert resolve_mpp(mirax, path="m.mrxs") == (0.2433, "property")
     mpp, src = resolve_mpp({"philips.DICOM_PIXEL_SPACING": '"0.000243" "0.000243"'}, path="p")
     assert mpp == pytest.approx(0.243) and src == "property"
 
