@@ -25,6 +25,8 @@ from edgepath.io import atomic_path, write_json_atomic
 log = logging.getLogger(__name__)
 
 META = "meta.json"
+#: Stored dtype of teacher features (live-teacher runs round to it too, so both agree).
+CACHE_DTYPE = "float16"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -161,14 +163,13 @@ class FeatureCache:
             if path.is_file():
                 continue
             lo, hi = s * self.shard_size, min((s + 1) * self.shard_size, self.n_items)
-            per_view: list[dict[str, torch.Tensor]] = []
-            for v in range(self.n_views):
-                chunks: dict[str, list[torch.Tensor]] = {}
-                for a in range(lo, hi, batch):
+            chunks: list[dict[str, list[torch.Tensor]]] = [{} for _ in range(self.n_views)]
+            for a in range(lo, hi, batch):  # all views of a batch in turn: items read once
+                for v in range(self.n_views):
                     out = compute(list(range(a, min(a + batch, hi))), v)
                     for k, t in as_stored(out, self.dtype).items():
-                        chunks.setdefault(k, []).append(t.to(DTYPES[self.dtype]))
-                per_view.append({k: torch.cat(c) for k, c in chunks.items()})
+                        chunks[v].setdefault(k, []).append(t.to(DTYPES[self.dtype]))
+            per_view = [{k: torch.cat(c) for k, c in cv.items()} for cv in chunks]
             tensors = {
                 k: torch.stack([pv[k] for pv in per_view], 1).contiguous() for k in per_view[0]
             }

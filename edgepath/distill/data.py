@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +167,7 @@ class Source:
         self._memo: dict[tuple[str, Item], np.ndarray] = {}
         self._memo_left = memo_mb << 20
         self._slides: dict[str, object] = {}
+        self._recent: OrderedDict[Item, np.ndarray] = OrderedDict()
 
     def fingerprint(self) -> dict:
         """What the tiling is: used to validate the teacher-feature cache."""
@@ -209,15 +211,20 @@ class Source:
         """XMAG student view: the region as one tile at ``low_mpp`` (3, px, px)."""
         return to_float(self._read("l", item, self.low_mpp, self.tile_px))
 
-    def high(self, item: Item, *, memo: bool = False) -> torch.Tensor:
-        """XMAG teacher view: the k x k tiles at ``high_mpp`` in row-major order (k², 3, px, px)."""
+    def high(self, item: Item) -> torch.Tensor:
+        """XMAG teacher view: the k x k tiles at ``high_mpp`` in row-major order (k², 3, px, px).
+
+        The last 64 regions are kept (the cache computes every fixed view of a batch in turn).
+        """
         k, px = self.k, self.tile_px
-        if memo:
-            big = self._read("h", item, self.high_mpp, k * px)
-        else:
+        big = self._recent.get(item)
+        if big is None:
             big = self._slide(item.path).read_tile(
                 item.x0, item.y0, mpp=self.high_mpp, tile_px=k * px
             )
+            self._recent[item] = big
+            if len(self._recent) > 64:
+                self._recent.popitem(last=False)
         cells = big.reshape(k, px, k, px, 3).transpose(0, 2, 1, 3, 4).reshape(k * k, px, px, 3)
         return to_float(cells)
 

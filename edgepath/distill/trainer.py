@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from edgepath.distill import checkpoint as ckpt
-from edgepath.distill.cache import FeatureCache, as_stored
+from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
 from edgepath.distill.data import Source, build_source
 from edgepath.distill.recipe import RecipeCard, to_toml
 from edgepath.distill.recipes import recipe_class
@@ -35,8 +35,6 @@ from edgepath.distill.views import generator, seed_of
 from edgepath.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-CACHE_DTYPE = "float16"
 
 
 @dataclass
@@ -172,6 +170,7 @@ def distill(
     student, spec, _ = _student(card, teachers, device)
     torch.manual_seed(tc.seed + 1)
     recipe = rcls(card, student_dim=student.token_dim, teachers=teachers).to(device)
+    recipe.calibrate(teachers, source)
     step_mod = _Step(student, recipe)
     ema = copy.deepcopy(step_mod)
     for p in ema.parameters():
@@ -346,6 +345,19 @@ def distill(
     _barrier()
     source.close()
     return result
+
+
+def _maybe_unused(card: RecipeCard) -> bool:
+    """Whether a zero loss weight leaves some head out of the graph (DDP must then look)."""
+    lc = card.loss
+    weights = {
+        "h0mini": (lc.dino_weight, lc.ibot_weight),
+        "xmag": (lc.global_weight, lc.local_weight),
+        "expert": (lc.cls_cos_weight, lc.patch_weight),
+    }[card.recipe]
+    if card.recipe == "expert" and lc.with_h0mini:
+        weights += (lc.dino_weight, lc.ibot_weight)
+    return any(w == 0 for w in weights)
 
 
 def _card_dict(card: RecipeCard) -> dict[str, Any]:

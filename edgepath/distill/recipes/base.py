@@ -58,6 +58,9 @@ class Recipe(nn.Module):
         return normalize(x, self.mean, self.std)
 
     # -- teacher ----------------------------------------------------------------------------
+    def calibrate(self, teachers: list[Teacher], source: Source) -> None:
+        """Fix any statistics of the teacher side before training (default: none)."""
+
     def teacher_features(self, teachers: list[Teacher], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher outputs for a batch of teacher views (B, ...) -> {name: (B, ...)}."""
         raise NotImplementedError

@@ -42,6 +42,10 @@ class ExpertRecipe(Recipe):
 
             self.h0mini = H0MiniRecipe(card, student_dim=student_dim, teachers=teachers[:1])
 
+    def calibrate(self, teachers, source) -> None:
+        if self.h0mini is not None:
+            self.h0mini.calibrate(teachers[:1], source)
+
     def student_extra(self, source, item, *, step, slot):
         if self.h0mini is None:
             return {}

@@ -89,6 +89,32 @@ class H0MiniRecipe(Recipe):
         self.readout = ProjectionHead(student_dim, teachers[0].embed_dim, nlayers=1)
         self.align = FeatureAlignLoss()
 
+    @torch.no_grad()
+    def calibrate(self, teachers, source, *, n_items: int = 64) -> None:
+        """Centre the frozen prototype heads on the teacher's mean CLS and patch token.
+
+        Teacher tokens share a large common direction (any two tiles have a high raw cosine);
+        subtracting the mean over the first ``n_items`` training tiles (view 0, deterministic,
+        so cached, live and resumed runs agree) makes the random-prototype code describe what
+        is specific to each tile. Released heads are left as they are.
+        """
+        if not isinstance(self.t_dino, FrozenPrototypeHead):
+            return
+        from edgepath.distill.cache import CACHE_DTYPE, as_stored
+
+        items = list(range(min(n_items, len(source.train))))
+        cls_sum, patch_sum, n, n_tok = 0.0, 0.0, 0, 0
+        for a in range(0, len(items), 16):
+            idx = items[a : a + 16]
+            x = torch.stack([self.views(source, i, source.train[i], 0)["teacher"] for i in idx])
+            f = as_stored(self.teacher_features(teachers, x), CACHE_DTYPE)
+            cls_sum = cls_sum + f["cls"].flatten(0, 1).double().sum(0)
+            patch_sum = patch_sum + f["patches"].flatten(0, 2).double().sum(0)
+            n += f["cls"].shape[0] * f["cls"].shape[1]
+            n_tok += f["patches"].shape[0] * f["patches"].shape[1] * f["patches"].shape[2]
+        self.t_dino.mu.copy_((cls_sum / n).float())
+        self.t_ibot.mu.copy_((patch_sum / n_tok).float())
+
     def student_extra(self, source, item, *, step, slot):
         if self.card.views.local_crops <= 0:
             return {}

@@ -1,0 +1,175 @@
+"""Training: artifacts and manifests, kill -9 and resume bitwise, DDP on 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgepath.artifact import load_encoder, read_manifest
+from edgepath.distill.recipe import load_recipe
+from edgepath.distill.trainer import distill
+from edgepath.errors import ConfigError
+
+from .conftest import TINY
+
+
+def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path: Path) -> None:
+    over = [
+        *TINY,
+        "train.steps=3",
+        "data.stride=0.5",
+        "data.eval_stride=0.125",
+        "data.holdout=0.3",
+        "data.min_tissue=0.3",
+        "data.max_items=4",
+        "views.fixed_views=1",
+        "train.eval_tiles=12",
+    ]
+    m = distill(load_recipe("xmag", over), out=tmp_path / "run", slides=sample_slide)
+    man = read_manifest(tmp_path / "run")
+    assert man == m
+    assert man["kind"] == "student" and man["recipe"] == "xmag"
+    assert man["input"]["mpp"] == 2.0 and man["input"]["tile_px"] == 224
+    assert man["input"]["mean"] == [0.485, 0.456, 0.406]  # the teacher's normalisation
+    assert man["teacher"]["card"] == "tiny-teacher" and len(man["teacher"]["sha256"]) == 64
+    assert man["stand_in"] is True and man["steps"] == 3
+    for key in ("cosine", "centered_cosine", "knn10_agreement", "n_tiles"):
+        assert man["fidelity"][key] is not None and key in man["fidelity_init"]
+    assert set(man["files"]) == {"weights", "heads", "recipe"}
+    enc = load_encoder(tmp_path / "run")
+    assert enc(torch.zeros(1, 3, 224, 224)).shape == (1, 64)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step-00000002.pt", "step-00000003.pt"]  # keep_checkpoints = 2
+
+
+def test_refuses_to_overwrite_a_run(tile_dir: Path, tmp_path: Path) -> None:
+    card = load_recipe("h0mini", [*TINY, "train.steps=2", "data.holdout=0.4"])
+    distill(card, out=tmp_path, tiles=tile_dir, stop_after=2)
+    with pytest.raises(ConfigError, match="--resume"):
+        distill(card, out=tmp_path, tiles=tile_dir)
+    other = load_recipe("h0mini", [*TINY, "train.steps=2", "data.holdout=0.4", "optim.lr=1"])
+    with pytest.raises(ConfigError, match="different recipe"):
+        distill(other, out=tmp_path, tiles=tile_dir, resume=True)
+
+
+def _cli(tile_dir: Path, out: Path, *extra: str) -> list[str]:
+    sets = [a for o in TINY for a in ("--set", o)]
+    return [
+        sys.executable,
+        "-m",
+        "edgepath",
+        "-q",
+        "distill",
+        "h0mini",
+        "--tiles",
+        str(tile_dir),
+        "-o",
+        str(out),
+        "--steps",
+        "8",
+        *sets,
+        "--set",
+        "data.holdout=0.4",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bitwise_identical(tile_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run(_cli(tile_dir, tmp_path / "straight"), check=True, env=env)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(tile_dir, run), env=env)
+    target = run / "checkpoints" / "step-00000004.pt"
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists(), "the run never reached its step-4 checkpoint"
+    assert not (run / "edgepath.json").exists(), "killed too late: the run had finished"
+    subprocess.run([*_cli(tile_dir, run), "--resume"], check=True, env=env)
+    for name in ("model.safetensors", "heads.safetensors"):
+        assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def _ddp_worker(rank: int, world: int, port: int, recipe: str, data: dict, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from edgepath.distill import trainer
+
+    over = [*TINY, "train.steps=3", *data.pop("over")]
+    card = load_recipe(recipe, over)
+    captured = {}
+    real = trainer._ema_update
+
+    def spy(ema, model, m):
+        real(ema, model, m)
+        captured["ema"] = ema
+
+    trainer._ema_update = spy
+    trainer.distill(card, out=out, **data)
+    flat = torch.cat([p.detach().flatten() for p in captured["ema"].parameters()])
+    torch.save(flat, Path(out) / f"ema-rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        "xmag",
+        pytest.param("h0mini", marks=pytest.mark.slow),
+        pytest.param("expert", marks=pytest.mark.slow),
+    ],
+)
+def test_ddp_two_gloo_processes(
+    recipe: str, tile_dir: Path, sample_slide: Path, tmp_path: Path
+) -> None:
+    import torch.multiprocessing as mp
+
+    if recipe == "xmag":
+        data = {
+            "slides": str(sample_slide),
+            "over": [
+                "data.stride=0.5",
+                "data.holdout=0.3",
+                "data.min_tissue=0.3",
+                "data.eval_stride=0.125",
+                "data.max_items=4",
+                "views.fixed_views=1",
+                "train.eval_tiles=12",
+            ],
+        }
+    else:
+        data = {"tiles": str(tile_dir), "over": ["data.holdout=0.4"]}
+        if recipe == "expert":
+            data["over"].append('teachers=[{card="tiny-teacher"}, {card="tiny-teacher"}]')
+    mp.spawn(_ddp_worker, args=(2, _free_port(), recipe, data, str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"ema-rank{r}.pt") for r in (0, 1))
+    assert torch.equal(a, b)  # gradients were all-reduced: both ranks hold the same model
+    man = json.loads((tmp_path / "edgepath.json").read_text())
+    assert man["world_size"] == 2 and man["steps"] == 3
