@@ -71,6 +71,12 @@ def _common(f: Any) -> Any:
             help="Level-0 µm/px for slides whose files do not record it.",
         ),
         click.option(
+            "--mpp-csv",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="CSV with columns slide,mpp: per-slide level-0 µm/px (path, name or stem).",
+        ),
+        click.option(
             "--stale-after",
             type=click.FloatRange(min=1),
             default=120.0,
@@ -168,6 +174,7 @@ def _stop_on_signals(embedder: Any) -> Iterator[None]:
 def _embedder(model: str, out: str, opts: dict[str, Any], *, force: bool, reporter: Any) -> Any:
     from edgepath.embed.model import open_model
     from edgepath.embed.run import Embedder
+    from edgepath.slides import read_mpp_csv
 
     engine, info = open_model(model, engine=opts["engine"], threads=opts["threads"])
     return Embedder(
@@ -178,6 +185,7 @@ def _embedder(model: str, out: str, opts: dict[str, Any], *, force: bool, report
         workers=opts["workers"],
         min_tissue=opts["min_tissue"],
         slide_mpp=opts["slide_mpp"],
+        mpp_overrides=read_mpp_csv(opts["mpp_csv"]) if opts["mpp_csv"] else None,
         force=force,
         stale_after=opts["stale_after"],
         reporter=reporter,

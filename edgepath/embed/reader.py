@@ -131,9 +131,9 @@ def _worker(
                 continue
             if task is None:
                 break
-            slot, seq, path, coords = task
+            slot, seq, path, slide_mpp, coords = task
             try:
-                fill(bufs[slot], handles.get(path, pre.slide_mpp), coords, pre, scale, offset)
+                fill(bufs[slot], handles.get(path, slide_mpp), coords, pre, scale, offset)
                 results.put((slot, seq, len(coords), None))
             except Exception as exc:  # reported to the main process, which fails the slide
                 results.put((slot, seq, 0, f"{type(exc).__name__}: {exc}"))
@@ -229,19 +229,22 @@ class TileReader:
         slide: str | os.PathLike[str],
         coords: np.ndarray,
         *,
+        slide_mpp: float | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, x)`` in order: ``x`` holds the tiles ``coords[start:start + len(x)]``.
 
-        ``x`` is a view of a reusable buffer, valid until the next iteration.
+        ``x`` is a view of a reusable buffer, valid until the next iteration. ``slide_mpp``
+        overrides this slide's level-0 mpp (default: ``pre.slide_mpp``).
 
         Raises:
             SlideReadError: A tile could not be read, or a worker died (e.g. a corrupt slide).
         """
         path = str(Path(slide))
+        mpp0 = self.pre.slide_mpp if slide_mpp is None else slide_mpp
         starts = list(range(0, len(coords), self.batch))
         if not self.workers:
-            slide_h = self._handles.get(path, self.pre.slide_mpp)
+            slide_h = self._handles.get(path, mpp0)
             for s in starts:
                 if should_stop is not None and should_stop():
                     return
@@ -252,11 +255,12 @@ class TileReader:
                     raise SlideReadError(f"{path}: cannot read tile at {s}: {exc}") from exc
                 yield s, self._bufs[0][: len(c)]
             return
-        yield from self._pooled(path, coords, starts, should_stop)
+        yield from self._pooled(path, mpp0, coords, starts, should_stop)
 
     def _pooled(
         self,
         path: str,
+        slide_mpp: float | None,
         coords: np.ndarray,
         starts: list[int],
         should_stop: Callable[[], bool] | None,
@@ -275,6 +279,7 @@ class TileReader:
                             free.pop(),
                             next_submit,
                             path,
+                            slide_mpp,
                             np.ascontiguousarray(coords[s : s + self.batch]),
                         )
                     )

@@ -8,6 +8,7 @@ returned as results, never raised, so a batch or a watch loop always goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import inspect
 import logging
@@ -178,6 +179,8 @@ class Embedder:
         workers: Reader processes (0 reads in this process).
         min_tissue: Tissue fraction a tile needs (``None``: ``tile_slide``'s default).
         slide_mpp: Level-0 mpp for slides whose files do not record it.
+        mpp_overrides: Per-slide level-0 mpp (path, name or stem -> µm/px, as
+            ``edgepath.slides.read_mpp_csv`` returns); wins over ``slide_mpp``.
         force: Recompute slides that are already done.
         stale_after: Seconds without heartbeat after which another process's lock is taken over.
         reporter: Progress callbacks.
@@ -193,6 +196,7 @@ class Embedder:
         workers: int = 2,
         min_tissue: float | None = None,
         slide_mpp: float | None = None,
+        mpp_overrides: dict[str, float] | None = None,
         force: bool = False,
         stale_after: float = STALE_AFTER_S,
         heartbeat: float = HEARTBEAT_S,
@@ -206,6 +210,7 @@ class Embedder:
         self.stale_after = stale_after
         self.heartbeat = min(heartbeat, stale_after / 4)
         self.reporter: Reporter = reporter or NullReporter()
+        self.mpp_overrides = dict(mpp_overrides or {})
         self.tiling = Tiling(
             mpp=float(spec.input.mpp),
             tile_px=int(spec.input.tile_px),
@@ -234,6 +239,16 @@ class Embedder:
         """True once a stop was requested."""
         return self._stop
 
+    def tiling_for(self, slide: Path) -> Tiling:
+        """The tiling of ``slide``: the run's, with its own level-0 mpp override if any."""
+        if self.mpp_overrides:
+            from edgepath.slides import lookup_override
+
+            mpp0 = lookup_override(self.mpp_overrides, slide)
+            if mpp0 is not None:
+                return dataclasses.replace(self.tiling, slide_mpp=float(mpp0))
+        return self.tiling
+
     def prepare(self, slide: str | os.PathLike[str]) -> Prepared:
         """Fingerprint and, unless already done, tile ``slide`` (safe to run in a thread).
 
@@ -244,11 +259,10 @@ class Embedder:
         prep = Prepared(slide=slide)
         try:
             prep.fp = fingerprint(slide)
-            key = job_key(
-                model_sha256=self.model.sha256, input_fingerprint=prep.fp, tiling=self.tiling
-            )
+            tiling = self.tiling_for(slide)
+            key = job_key(model_sha256=self.model.sha256, input_fingerprint=prep.fp, tiling=tiling)
             if self.force or not is_done(output_path(slide, self.out_dir), key):
-                prep.grid, prep.slide_info = self._tile(slide)
+                prep.grid, prep.slide_info = self._tile(slide, tiling)
         except Exception as exc:  # reported when the slide's turn comes
             prep.error = exc
         return prep
@@ -277,7 +291,8 @@ class Embedder:
                 raise prepared.error  # tiling this very file failed
             if prepared is not None and (prepared.slide != slide or prepared.fp != fp):
                 prepared = None  # the file changed since: start afresh
-            key = job_key(model_sha256=self.model.sha256, input_fingerprint=fp, tiling=self.tiling)
+            tiling = self.tiling_for(slide)
+            key = job_key(model_sha256=self.model.sha256, input_fingerprint=fp, tiling=tiling)
             if not self.force and is_done(out, key):
                 result.status = "skipped"
                 return result
@@ -292,8 +307,10 @@ class Embedder:
             if prepared is not None and prepared.grid is not None:
                 grid, info = prepared.grid, prepared.slide_info
             else:
-                grid, info = self._tile(slide)
-            result.n_tiles = self._embed(slide, out, grid, info, key=key, fp=fp, lock=lock)
+                grid, info = self._tile(slide, tiling)
+            result.n_tiles = self._embed(
+                slide, out, grid, info, tiling=tiling, key=key, fp=fp, lock=lock
+            )
             result.status = "done"
         except Interrupted:
             result.status = "stopped"
@@ -309,15 +326,12 @@ class Embedder:
                 self.reporter.slide_finished(result)
         return result
 
-    def _tile(self, slide: Path) -> tuple[Any, dict[str, Any]]:
+    def _tile(self, slide: Path, tiling: Tiling) -> tuple[Any, dict[str, Any]]:
         from edgepath.slides import open_slide, tile_slide
 
-        with open_slide(slide, mpp=self.tiling.slide_mpp) as s:
+        with open_slide(slide, mpp=tiling.slide_mpp) as s:
             grid = tile_slide(
-                s,
-                mpp=self.tiling.mpp,
-                tile_px=self.tiling.tile_px,
-                min_tissue=self.tiling.min_tissue,
+                s, mpp=tiling.mpp, tile_px=tiling.tile_px, min_tissue=tiling.min_tissue
             )
             info = {
                 "slide_name": slide.name,
@@ -334,6 +348,7 @@ class Embedder:
         grid: Any,
         slide_info: dict[str, Any],
         *,
+        tiling: Tiling,
         key: str,
         fp: str,
         lock: SlideLock,
@@ -342,7 +357,10 @@ class Embedder:
         self.reporter.slide_started(slide, len(coords))
         feats = np.empty((len(coords), int(self.engine.embed_dim)), dtype=np.float32)
         n = 0
-        for start, x in self.reader.batches(slide, coords, should_stop=lambda: self._stop):
+        batches = self.reader.batches(
+            slide, coords, slide_mpp=tiling.slide_mpp, should_stop=lambda: self._stop
+        )
+        for start, x in batches:
             y = self.engine.embed_tiles(x) if self.pre.uint8 else self.engine(x)
             feats[start : start + len(x)] = y
             n += len(x)
@@ -372,8 +390,8 @@ class Embedder:
                 "engine": self.model.engine,
                 "precision": self.model.precision,
                 "input_fingerprint": fp,
-                "tiling": self.tiling.to_dict(),
-                "min_tissue": self.tiling.min_tissue,
+                "tiling": tiling.to_dict(),
+                "min_tissue": tiling.min_tissue,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "edgepath_version": __version__,
                 **slide_info,

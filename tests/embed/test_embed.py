@@ -120,3 +120,23 @@ def test_usage_errors(run_cli, tiny_model, tmp_path):
         "embed", str(tiny_model), str(tmp_path / "nope.svs"), "-o", str(tmp_path)
     )
     assert code == 2 and "no such slide" in err
+
+
+def test_per_slide_mpp_override(run_cli, tiny_model, tmp_path):
+    from PIL import Image
+
+    from edgepath.data import sample_tiles
+
+    img = tmp_path / "he.png"  # a plain image: no mpp in the file
+    Image.open(sample_tiles("he")[0]).convert("RGB").save(img)
+    out = tmp_path / "feats"
+    args = ["embed", str(tiny_model), str(img), "-o", str(out), "--workers", "1", "--json"]
+    code, stdout, _ = run_cli(*args)
+    assert code == 3 and "mpp" in json.loads(stdout)["failures"][0]["error"]
+    csv = tmp_path / "mpp.csv"
+    csv.write_text("slide,mpp\nhe,0.25\n")
+    code, stdout, err = run_cli(*args, "--mpp-csv", str(csv))
+    assert code == 0, err
+    ff = read_features(out / "he.h5")
+    assert ff.attrs["slide_mpp"] == 0.25 and json.loads(ff.attrs["tiling"])["slide_mpp"] == 0.25
+    assert ff.attrs["level0_tile_size"] == pytest.approx(448.0)
