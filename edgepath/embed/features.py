@@ -17,6 +17,10 @@ from edgepath.io import atomic_path
 
 log = logging.getLogger(__name__)
 
+# Files are opened with HDF5 file locking off: outputs are only ever written under a private
+# temporary name and renamed, and HDF5's flock() fails on many network shares ("unable to lock
+# file"), where scanner outputs and feature folders often live.
+
 #: Bumped when the layout or the meaning of an attribute changes (part of the resume key).
 FEATURES_FORMAT = 1
 SUFFIX = ".h5"
@@ -96,7 +100,7 @@ def write_features(
         **(attrs or {}),
     }
     with atomic_path(path, suffix=".tmp") as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
             for k, v in root.items():
                 f.attrs[k] = _attr_value(v)
@@ -143,7 +147,7 @@ def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             if "features" not in f or "coords" not in f:
                 raise ArtifactError(f"{path}: no 'features'/'coords' datasets; not a feature file")
             return {k: _from_h5(v) for k, v in f.attrs.items()}
@@ -160,7 +164,7 @@ def read_features(path: str | os.PathLike[str]) -> FeatureFile:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             if "features" not in f or "coords" not in f:
                 raise ArtifactError(f"{path}: no 'features'/'coords' datasets; not a feature file")
             return FeatureFile(
