@@ -215,26 +215,55 @@ def locate(card: TeacherCard, weights: str | os.PathLike[str] | None = None) -> 
 
 def read_checkpoint(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Read one or several (sharded) checkpoint files into one flat state dict on the CPU."""
-    import torch
 
     state: dict[str, Any] = {}
     for p in paths:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            part: Any = load_file(str(p))
-        else:
             try:
-                part = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # not a zip archive (legacy format): mmap unsupported
-                part = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as exc:
+                part: Any = load_file(str(p))
+            except Exception as exc:  # SafetensorError: truncated or not safetensors
                 raise MissingWeightsError(
-                    f"{p}: cannot read as a torch checkpoint ({exc}); pass a safetensors, "
-                    ".bin or .pth state dict"
+                    f"{p}: not a readable safetensors file ({str(exc)[:160]}); "
+                    "re-download it or pass another checkpoint"
                 ) from None
+        else:
+            part = _torch_load(p)
         state.update(_unwrap(part, p))
     return state
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (never runs pickled code), mmap when possible."""
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc) and "zip" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise MissingWeightsError(
+                f"{path}: cannot read as a torch checkpoint (not a pickle/zip state dict); "
+                "pass a safetensors, .bin or .pth state dict"
+            ) from None
+        raise MissingWeightsError(
+            f"{path}: holds Python objects besides tensors ({found.group(1)}), which edgepath "
+            "does not unpickle; re-save the state dict alone (torch.save(ckpt['model'], …)) "
+            "or as safetensors"
+        ) from None
+    except Exception as exc:
+        raise MissingWeightsError(
+            f"{path}: cannot read as a torch checkpoint ({type(exc).__name__}: "
+            f"{str(exc)[:160]}); pass a safetensors, .bin or .pth state dict"
+        ) from None
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Any]:

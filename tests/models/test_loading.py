@@ -186,3 +186,19 @@ def test_student_name_and_artifact_folder(tmp_path, x) -> None:
 def test_unknown_reference_says_what_is_accepted() -> None:
     with pytest.raises(ConfigError, match="not an artifact folder, a teacher card or a student"):
         load_model("no-such-model")
+
+
+def test_unreadable_checkpoints_are_one_line_errors(real_card, tmp_path) -> None:
+    import argparse
+
+    torch.save(
+        {"model": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, tmp_path / "a.pth"
+    )
+    with pytest.raises(MissingWeightsError, match="Python objects besides tensors"):
+        load_teacher(real_card, weights=tmp_path / "a.pth")
+    (tmp_path / "b.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(MissingWeightsError, match="not a readable safetensors file"):
+        load_teacher(real_card, weights=tmp_path / "b.safetensors")
+    (tmp_path / "c.bin").write_bytes(b"garbage")
+    with pytest.raises(MissingWeightsError, match="cannot read as a torch checkpoint"):
+        load_teacher(real_card, weights=tmp_path / "c.bin")
