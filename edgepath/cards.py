@@ -128,6 +128,40 @@ def resolve(kind: str, name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
+def infer_kind(path: str | os.PathLike[str]) -> str:
+    """The kind of a card file given by path: its folder name, its ``kind`` key, or its keys.
+
+    A card outside a kind folder without a ``kind`` key is matched to the schema whose required
+    keys it has and whose fields cover most of its top-level keys.
+    """
+    p = Path(path)
+    if p.parent.name in KINDS:
+        return p.parent.name
+    table = _read_toml(p)
+    declared = table.get("kind")
+    if isinstance(declared, str):
+        for kind in KINDS:
+            if declared in (kind, kind.rstrip("s")):
+                return kind
+    best, best_score = None, -1.0
+    for kind in KINDS:
+        fields = {f.name: f for f in dataclasses.fields(schema(kind))}
+        required = {
+            n
+            for n, f in fields.items()
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and n != "name"
+        }
+        keys = set(table) - {"name", "kind"}
+        score = len(keys & set(fields)) / max(len(keys), 1) + len(required & keys) / max(
+            len(required), 1
+        )
+        if score > best_score:
+            best, best_score = kind, score
+    return best or next(iter(KINDS))
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:

@@ -118,3 +118,18 @@ def test_cli_cards_list_and_show_json(run_cli) -> None:
     assert code == 0
     shown = json.loads(out)
     assert shown["card"]["embedding"] == {"definition": "cls+mean_patch", "dim": 256}
+
+
+@pytest.mark.parametrize(
+    ("kind", "card"),
+    [("teachers", "teachers/tiny-teacher.toml"), ("distill", "distill/xmag.toml")],
+)
+def test_cli_show_infers_kind_of_a_card_outside_its_folder(
+    tmp_path: Path, run_cli, kind: str, card: str
+) -> None:
+    src = Path(__file__).resolve().parents[1] / card
+    p = tmp_path / "mine.toml"
+    p.write_text(src.read_text())
+    code, out, err = run_cli("cards", "show", str(p), "--json")
+    assert code == 0, err
+    assert json.loads(out)["kind"] == kind

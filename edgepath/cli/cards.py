@@ -55,6 +55,10 @@ def show_card(name: str, kind: str | None, as_json: bool) -> None:
     """Show one card, validated, by NAME or path."""
     from edgepath.errors import ConfigError
 
+    from pathlib import Path
+
+    if kind is None and (name.endswith(".toml") or Path(name).is_file()):
+        kind = cardlib.infer_kind(cardlib.resolve(next(iter(cardlib.KINDS)), name))
     kinds = [kind] if kind else list(cardlib.KINDS)
     matches = []
     for k in kinds:
