@@ -53,9 +53,9 @@ def _description(kind: str, path) -> str:
 @json_option
 def show_card(name: str, kind: str | None, as_json: bool) -> None:
     """Show one card, validated, by NAME or path."""
-    from edgepath.errors import ConfigError
-
     from pathlib import Path
+
+    from edgepath.errors import ConfigError
 
     if kind is None and (name.endswith(".toml") or Path(name).is_file()):
         kind = cardlib.infer_kind(cardlib.resolve(next(iter(cardlib.KINDS)), name))
