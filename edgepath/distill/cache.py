@@ -55,9 +55,9 @@ class FeatureCache:
         *,
         n_items: int,
         n_views: int,
-        shard_size: int = 256,
+        shard_size: int = 64,
         dtype: str = "float16",
-        max_shards_in_memory: int = 16,
+        max_shards_in_memory: int = 64,
     ) -> None:
         self.folder = Path(folder)
         self.key = json.loads(json.dumps(key, default=str))

@@ -302,7 +302,8 @@ def build_source(
     else:
         train, held = folder_items(tiles, holdout=data.holdout)
         src = Source("tiles", train, held, tile_px=data.tile_px, mpp=mpp, from_slides=False)
-    if data.max_items and len(src.train) > data.max_items:
-        src.train = src.train[: data.max_items]
+    if data.max_items and len(src.train) > data.max_items:  # an even, deterministic subset
+        keep = np.unique(np.linspace(0, len(src.train) - 1, data.max_items).round().astype(int))
+        src.train = [src.train[i] for i in keep]
     log.info("%d training and %d held-out %s", len(src.train), len(src.heldout), src.kind)
     return src
