@@ -30,6 +30,14 @@ from edgepath.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+_KERNELS = {
+    ("torch", "fp32"): "torch.matmul fp32",
+    ("onnxruntime", "fp32"): "ORT MatMul fp32",
+    ("onnxruntime", "int8"): "ORT MatMulInteger u8s8",
+    ("openvino", "fp32"): "OpenVINO MatMul fp32",
+    ("openvino", "int8"): "OpenVINO QDQ MatMul int8",
+}
+
 PRECISIONS = {
     "torch": ("fp32",),
     "onnxruntime": ("fp32", "int8"),
@@ -139,6 +147,8 @@ def _runner(
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # no busy-waiting after a run: it would steal cycles from the model timed next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(
             model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
         )
@@ -204,13 +214,7 @@ def gemm_ceiling(
         rows.append({"m": m, "k": k, "n": n, "count": count, "gflops": flops / sec / 1e9})
         total_flops += flops * count
         total_time += sec * count
-    kernel = {
-        ("torch", "fp32"): "torch.matmul fp32",
-        ("onnxruntime", "fp32"): "ORT MatMul fp32",
-        ("onnxruntime", "int8"): "ORT MatMulInteger u8s8",
-        ("openvino", "fp32"): "OpenVINO MatMul fp32",
-        ("openvino", "int8"): "OpenVINO QDQ MatMul int8",
-    }[(engine, precision)]
+    kernel = _KERNELS[(engine, precision)]
     return {
         "engine": engine,
         "precision": precision,
@@ -219,6 +223,61 @@ def gemm_ceiling(
         "gflops": total_flops / total_time / 1e9,
         "shapes": rows,
     }
+
+
+class Ceiling:
+    """A GEMM ceiling prepared once and sampled many times (interleaved with model timings).
+
+    Sampling it right after a model's batches, round after round, exposes both to the same
+    machine load, so the fraction model/ceiling stays meaningful on a shared machine.
+    """
+
+    def __init__(
+        self,
+        engine: str,
+        precision: str,
+        shapes: Sequence[tuple[int, int, int, int]],
+        *,
+        threads: int,
+        min_time: float = 0.1,
+    ) -> None:
+        if precision not in PRECISIONS.get(engine, ()):
+            raise ConfigError(f"no {precision} GEMM kernel benchmark for engine '{engine}'")
+        self.engine, self.precision, self.threads = engine, precision, threads
+        self.shapes = list(shapes)
+        self.min_time = min_time
+        self._runs = [_runner(engine, precision, m, k, n, threads=threads) for m, k, n, _ in shapes]
+        for run in self._runs:
+            run()  # warm-up
+        self.samples: list[float] = []
+        self.per_shape: list[list[float]] = [[] for _ in self.shapes]
+
+    def sample(self) -> float:
+        """Time every shape once (each looped for ``min_time``); returns and keeps GFLOP/s."""
+        total_flops = total_time = 0.0
+        for i, ((m, k, n, count), run) in enumerate(zip(self.shapes, self._runs, strict=True)):
+            sec = _time(run, warmup=0, repeats=1, min_time=self.min_time)
+            self.per_shape[i].append(2.0 * m * k * n / sec / 1e9)
+            total_flops += 2.0 * m * k * n * count
+            total_time += sec * count
+        self.samples.append(total_flops / total_time / 1e9)
+        return self.samples[-1]
+
+    def result(self) -> dict[str, Any]:
+        """The median over samples, in ``gemm_ceiling``'s format."""
+        kernel = _KERNELS[(self.engine, self.precision)]
+        return {
+            "engine": self.engine,
+            "precision": self.precision,
+            "threads": self.threads,
+            "kernel": kernel,
+            "gflops": statistics.median(self.samples),
+            "samples": len(self.samples),
+            "shapes": [
+                {"m": m, "k": k, "n": n, "count": c, "gflops": statistics.median(g)}
+                for (m, k, n, c), g in zip(self.shapes, self.per_shape, strict=True)
+            ],
+        }
 
 
 def model_shapes(cost: Any, batch: int) -> list[tuple[int, int, int, int]]:

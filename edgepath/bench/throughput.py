@@ -17,6 +17,7 @@ import logging
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,9 @@ def _quantize_int8(
     folder.mkdir(parents=True, exist_ok=True)
     calib = normalize(resize_tiles(base_tiles(224, n=n_calib, seed=0), model.tile_px), model.spec)
     if engine == "openvino":
-        ov_model = nncf_ptq.float_openvino(model.encoder, folder / "float.xml")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter from openvino.convert_model
+            ov_model = nncf_ptq.float_openvino(model.encoder, folder / "float.xml")
         q = nncf_ptq.quantize_openvino(ov_model, calib, p)
         nncf_ptq.save_openvino(q, folder / "model.xml")
         files = {"xml": "model.xml", "bin": "model.bin"}
@@ -278,9 +281,13 @@ def time_variants(
     warmup: int = 1,
     rounds: int = 3,
     per_round: int = 2,
+    ceilings: dict[str, Any] | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Interleaved timing: ``rounds`` × (every variant: ``per_round`` timed batches).
+
+    ``ceilings`` maps a variant label to a ``gemm.Ceiling`` sampled right after that variant's
+    batches in every round (same machine load for the model and its ceiling).
 
     Returns:
         label -> ``samples`` (seconds per batch), ``peak_rss_mb``.
@@ -305,6 +312,8 @@ def time_variants(
                 v.engine(x)
                 out[v.label]["samples"].append(time.perf_counter() - t0)
             peak = machine.rss_mb(peak=True)
+            if ceilings and v.label in ceilings:
+                ceilings[v.label].sample()
             prev = out[v.label]["peak_rss_mb"]
             out[v.label]["peak_rss_mb"] = peak if prev is None else max(prev, peak or 0)
     return out
@@ -409,7 +418,7 @@ def run_throughput(
     Returns:
         ``{"kind": "throughput", "machine", "settings", "rows", "ceilings", "skipped"}``.
     """
-    from edgepath.bench.gemm import PRECISIONS, gemm_ceiling, model_shapes
+    from edgepath.bench.gemm import PRECISIONS, Ceiling, model_shapes
 
     tmp = None
     if workdir is None:
@@ -449,31 +458,38 @@ def run_throughput(
                 counts[m.name] = (n, f"{tissue_mm2:g} mm² of tissue at {m.mpp} mpp")
         rows, ceilings = [], []
         for b in batches:
+            ceil_by_label: dict[str, Any] = {}
+            ceil_cache: dict[tuple[str, str, str], Any] = {}
+            if ceiling:
+                for v in variants:
+                    key = (v.model.name, v.engine_name, v.precision)
+                    if v.precision not in PRECISIONS.get(v.engine_name, ()):
+                        continue
+                    if key not in ceil_cache:
+                        if on_step:
+                            on_step(f"preparing GEMM ceiling {v.engine_name} {v.precision}")
+                        ceil_cache[key] = Ceiling(
+                            v.engine_name,
+                            v.precision,
+                            model_shapes(costs[v.model.name], b),
+                            threads=threads,
+                        )
+                    ceil_by_label[v.label] = ceil_cache[key]
             timing = time_variants(
                 variants,
                 batch=b,
                 warmup=warmup,
                 rounds=rounds,
                 per_round=per_round,
+                ceilings=ceil_by_label,
                 on_step=on_step,
             )
-            ceil_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
-            if ceiling:
-                for v in variants:
-                    key = (v.model.name, v.engine_name, v.precision)
-                    if key in ceil_cache or v.precision not in PRECISIONS.get(v.engine_name, ()):
-                        continue
-                    if on_step:
-                        on_step(f"GEMM ceiling {v.engine_name} {v.precision} ({v.model.name})")
-                    c = gemm_ceiling(
-                        v.engine_name,
-                        v.precision,
-                        model_shapes(costs[v.model.name], b),
-                        threads=threads,
-                    )
-                    c.update(model=v.model.name, batch=b)
-                    ceil_cache[key] = c
-                    ceilings.append(c)
+            ceil_results: dict[tuple[str, str, str], dict[str, Any]] = {}
+            for key, c in ceil_cache.items():
+                res = c.result()
+                res.update(model=key[0], batch=b)
+                ceil_results[key] = res
+                ceilings.append(res)
             for v in variants:
                 n, basis = counts[v.model.name]
                 rows.append(
@@ -483,7 +499,7 @@ def run_throughput(
                         batch=b,
                         threads=threads,
                         cost=costs[v.model.name],
-                        ceiling=ceil_cache.get((v.model.name, v.engine_name, v.precision)),
+                        ceiling=ceil_results.get((v.model.name, v.engine_name, v.precision)),
                         tiles_per_slide=n,
                         basis=basis,
                     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import click
 
 from edgepath.cli.common import emit, json_option, progress
 from edgepath.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _csv(value: str, *, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -48,6 +51,7 @@ class _Steps:
         self.bar.__exit__(*exc)
 
     def step(self, text: str) -> None:
+        log.info("%s", text)
         self.bar.update(self.task, description=text)
 
     def count(self, text: str, done: int, total: int) -> None:

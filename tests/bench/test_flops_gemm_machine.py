@@ -63,3 +63,16 @@ def test_machine_description() -> None:
     assert "torch" in d["versions"] and "numpy" in d["versions"]
     assert isinstance(d["cpu_features"], list)
     assert machine.rss_mb(peak=True) > 0
+
+
+def test_interleaved_ceiling_samples() -> None:
+    c = gemm.Ceiling(
+        "onnxruntime", "fp32", [(32, 16, 24, 3), (32, 24, 16, 1)], threads=1, min_time=0.0
+    )
+    for _ in range(3):
+        assert c.sample() > 0
+    r = c.result()
+    assert r["samples"] == 3 and len(r["shapes"]) == 2 and r["kernel"] == "ORT MatMul fp32"
+    # the FLOP-weighted rate lies between the per-shape rates
+    rates = sorted(s["gflops"] for s in r["shapes"])
+    assert rates[0] * 0.5 <= r["gflops"] <= rates[1] * 2
