@@ -6,14 +6,17 @@ in docs/quantize.md (benchmarks, not tests).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("nncf")
-pytest.importorskip("openvino")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None,
+    reason="needs NNCF and OpenVINO: pip install 'edgepath[openvino]'",
+)
 
 SMALL = ("--calibration-tiles", "16", "--heldout-tiles", "16")
 
@@ -169,3 +172,41 @@ def test_unknown_preset_and_missing_calibration(run_cli, tmp_path: Path) -> None
         "quantize", "vit-test14", "--calib", str(tmp_path / "none.svs"), "-o", str(tmp_path / "o")
     )
     assert code == 2 and "not found" in err
+
+
+@pytest.mark.slow
+def test_accuracy_control_runs_on_openvino(run_cli, sample_slide: Path, tmp_path: Path) -> None:
+    preset = _preset(tmp_path, "int8-cpu", backend="openvino", gate={"robustness_tiles": 0})
+    out = tmp_path / "ac"
+    code, _, err = run_cli(
+        "quantize",
+        "vit-test14",
+        "--preset",
+        str(preset),
+        "--accuracy-control",
+        "--calib",
+        str(sample_slide),
+        *SMALL,
+        "-o",
+        str(out),
+        "--json",
+    )
+    assert code == 0, err
+    manifest = json.loads((out / "edgepath.json").read_text())
+    assert manifest["backend"]["accuracy_control"] is True and manifest["engine"] == "openvino"
+    assert set(manifest["files"].values()) == {"model.xml", "model.bin"}
+
+
+def test_backend_choice_is_fastest_passing() -> None:
+    from edgepath.quantize.gate import GateResult
+    from edgepath.quantize.pipeline import _choose
+
+    def r(tps: float, ok: bool) -> dict:
+        return {
+            "gate": GateResult({}, {}, [] if ok else ["cosine 0.5 < 0.99"]),
+            "speed": {"quantized_tiles_per_s": tps},
+        }
+
+    assert _choose({"onnx": r(50, True), "openvino": r(40, True)}) == "onnx"
+    assert _choose({"onnx": r(50, False), "openvino": r(40, True)}) == "openvino"
+    assert _choose({"onnx": r(50, False), "openvino": r(40, False)}) == "onnx"
