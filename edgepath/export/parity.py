@@ -112,7 +112,7 @@ class Parity:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary for manifests."""
         return {
-            "against": self.what,
+            "checked": self.what,
             "min_cosine": round(self.min_cosine, 7),
             "mean_cosine": round(self.mean_cosine, 7),
             "max_abs_diff": float(f"{self.max_abs_diff:.3g}"),

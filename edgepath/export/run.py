@@ -209,8 +209,9 @@ def _base_onnx(stage: Path, source: Source, *, precision: str, fuse: bool, t: Ex
     if source.encoder is None:
         if source.onnx is None:
             raise ConfigError(
-                f"this quantized artifact is OpenVINO IR only; --target {t.name} needs ONNX: "
-                "quantize with an ONNX output, or use --target openvino"
+                f"this quantized artifact is OpenVINO IR only; --target {t.name} needs ONNX Q/DQ: "
+                "quantize with an ONNX preset (e.g. --preset int8-tensorrt), or use --target "
+                "openvino"
             )
         shutil.copyfile(source.onnx, dst)
         return dst
@@ -250,7 +251,9 @@ def _export_into(
     def check(engine_obj: Any, what: str) -> dict[str, Any]:
         with engine_obj:
             candidate = _embed(engine_obj.embed_tiles, tiles, batch=6)  # other batch sizes
-        return compare(reference, candidate, what=what, threshold=threshold).as_dict()
+        result = compare(reference, candidate, what=what, threshold=threshold).as_dict()
+        result["reference"] = f"{source.reference.name} {source.precision_label}"
+        return result
 
     if t.format == "openvino":
         from edgepath.export.openvino import copy_ir, export_openvino
@@ -274,7 +277,7 @@ def _export_into(
         files = {"openvino": "model.xml", "openvino_bin": "model.bin"}
         ov = OpenVINOEngine(xml, spec=spec, precision=precision)
         graph = graph or {"input_format": ov.input_format}
-        parity["openvino"] = check(ov, str(xml))
+        parity["openvino"] = check(ov, f"{t.name} openvino (model.xml)")
     else:
         onnx = _base_onnx(stage, source, precision=precision, fuse=fuse, t=t)
         info = describe_onnx(onnx)
@@ -282,7 +285,8 @@ def _export_into(
         from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
 
         parity["onnxruntime"] = check(
-            OnnxRuntimeEngine(onnx, spec=spec, precision=precision), str(onnx)
+            OnnxRuntimeEngine(onnx, spec=spec, precision=precision),
+            f"{t.name} onnxruntime (model.onnx)",
         )
         files = {"onnx": "model.onnx"}
         if t.format == "tensorrt":
@@ -295,7 +299,7 @@ def _export_into(
             engine = "tensorrt"
             parity["tensorrt"] = check(
                 TensorRTEngine(plan, spec=spec, precision=precision, built_with=extra["tensorrt"]),
-                str(plan),
+                f"{t.name} tensorrt (model.plan)",
             )
         elif t.format == "jetson":
             from edgepath.export.jetson import FILES, write_bundle
