@@ -63,3 +63,41 @@ def machine() -> dict[str, Any]:
     except OSError:  # not Linux
         info["cpu"] = platform.processor()
     return info
+
+
+def plot_speed(manifests: dict[str, dict[str, Any]], out: str) -> None:
+    """Bar chart of FP32 vs quantized tiles/s per backend for several quantized artifacts.
+
+    Args:
+        manifests: Label (e.g. the student's name) -> a ``quantized`` artifact's manifest.
+        out: PNG path (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgepath.io import atomic_path
+
+    labels, fp32, quant, names = [], [], [], []
+    for label, m in manifests.items():
+        for s in m["speed"]["backends"].values():
+            labels.append(f"{label}\n{s['engine']}")
+            fp32.append(s["fp32_tiles_per_s"])
+            quant.append(s["quantized_tiles_per_s"])
+            names.append(m["precision"])
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.6))
+    ax.bar(x - 0.2, fp32, 0.4, label="fp32", color="#9aa5b1")
+    ax.bar(x + 0.2, quant, 0.4, label=names[0] if names else "quantized", color="#2f6fb0")
+    for i, (a, b) in enumerate(zip(fp32, quant, strict=True)):
+        ax.text(i + 0.2, b, f"×{b / a:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("tiles/s (median, same batch)")
+    cpu = next(iter(manifests.values()))["speed"]["machine"].get("cpu", "") if manifests else ""
+    ax.set_title(f"FP32 vs quantized on {cpu}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
