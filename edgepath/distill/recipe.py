@@ -100,6 +100,11 @@ class LossSpec:
     local_weight: float = 0.5
     proj_hidden_dim: int = 1024
     proj_layers: int = 2
+    #: xmag / expert: subtract the teacher's mean embedding (and mean patch token) from the
+    #: targets, estimated once on the first 64 training tiles, so the cosine losses weigh what
+    #: is specific to each tile and not the direction every tile shares (feature
+    #: standardisation as in PHI-S / AM-RADIO, arXiv:2410.01680). The papers use raw targets.
+    center_targets: bool = False
     # expert (GPFM): CLS 1 - cos; patch cos / smooth-L1 mix
     cls_cos_weight: float = 1.0
     patch_weight: float = 1.0

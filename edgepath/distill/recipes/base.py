@@ -61,6 +61,27 @@ class Recipe(nn.Module):
     def calibrate(self, teachers: list[Teacher], source: Source) -> None:
         """Fix any statistics of the teacher side before training (default: none)."""
 
+    @torch.no_grad()
+    def teacher_means(
+        self, teachers: list[Teacher], source: Source, *, n_items: int = 64
+    ) -> dict[str, torch.Tensor]:
+        """Mean of every teacher feature over the first ``n_items`` training items (view 0).
+
+        Deterministic and rounded like the cache, so cached, live and resumed runs agree.
+        """
+        from edgepath.distill.cache import CACHE_DTYPE, as_stored
+
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for a in range(0, min(n_items, len(source.train)), 16):
+            idx = range(a, min(a + 16, n_items, len(source.train)))
+            x = torch.stack([self.views(source, i, source.train[i], 0)["teacher"] for i in idx])
+            for k, v in as_stored(self.teacher_features(teachers, x), CACHE_DTYPE).items():
+                flat = v.reshape(-1, v.shape[-1]).double()
+                sums[k] = sums.get(k, 0) + flat.sum(0)
+                counts[k] = counts.get(k, 0) + flat.shape[0]
+        return {k: (sums[k] / counts[k]).float() for k in sums}
+
     def teacher_features(self, teachers: list[Teacher], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher outputs for a batch of teacher views (B, ...) -> {name: (B, ...)}."""
         raise NotImplementedError

@@ -32,6 +32,10 @@ class ExpertRecipe(Recipe):
             ProjectionHead(student_dim, t.token_dim, **kw) for t in teachers
         )
         self.weights = [t.weight for t in teachers]
+        # teacher mean embedding / patch token (zeros unless loss.center_targets)
+        for j, t in enumerate(teachers):
+            self.register_buffer(f"emb_mean{j}", torch.zeros(t.embed_dim))
+            self.register_buffer(f"patch_mean{j}", torch.zeros(t.token_dim))
         self.cls_loss = FeatureAlignLoss(cos_weight=1.0)
         self.patch_loss = FeatureAlignLoss(
             cos_weight=lc.patch_cos_weight, smooth_l1_weight=lc.patch_smooth_l1_weight
@@ -43,6 +47,11 @@ class ExpertRecipe(Recipe):
             self.h0mini = H0MiniRecipe(card, student_dim=student_dim, teachers=teachers[:1])
 
     def calibrate(self, teachers, source) -> None:
+        if self.card.loss.center_targets:
+            means = self.teacher_means(teachers, source)
+            for j in range(len(teachers)):
+                getattr(self, f"emb_mean{j}").copy_(means[f"emb{j}"])
+                getattr(self, f"patch_mean{j}").copy_(means[f"patches{j}"])
         if self.h0mini is not None:
             self.h0mini.calibrate(teachers[:1], source)
 
@@ -71,8 +80,9 @@ class ExpertRecipe(Recipe):
         total = tok.cls.new_zeros(())
         logs: dict[str, float] = {}
         for j, w in enumerate(self.weights):
-            emb = feats[f"emb{j}"].to(dev).flatten(0, 1)
+            emb = feats[f"emb{j}"].to(dev).flatten(0, 1) - getattr(self, f"emb_mean{j}")
             tp = resample_grid(feats[f"patches{j}"].to(dev).flatten(0, 1), tok.grid)
+            tp = tp - getattr(self, f"patch_mean{j}")
             c = self.cls_loss(self.cls_heads[j](tok.cls), emb)
             p = self.patch_loss(self.patch_heads[j](tok.patches), tp)
             total = total + w * (lc.cls_cos_weight * c + lc.patch_weight * p)
@@ -85,7 +95,7 @@ class ExpertRecipe(Recipe):
         return total, logs
 
     def to_teacher_space(self, tokens):
-        return self.cls_heads[0](tokens.cls)
+        return self.cls_heads[0](tokens.cls) + self.emb_mean0
 
     @torch.no_grad()
     def evaluate_all(self, student, teachers, source, items):
@@ -94,6 +104,9 @@ class ExpertRecipe(Recipe):
         dev = next(student.parameters()).device
         tok = student.forward_tokens(self.student_input(x).to(dev))
         return [
-            (self.cls_heads[j](tok.cls).float().cpu(), t.tokens(x)[1].cpu())
+            (
+                (self.cls_heads[j](tok.cls) + getattr(self, f"emb_mean{j}")).float().cpu(),
+                t.tokens(x)[1].cpu(),
+            )
             for j, t in enumerate(teachers)
         ]

@@ -51,6 +51,12 @@ class XmagRecipe(Recipe):
         self.head_l = ProjectionHead(
             student_dim, d, hidden_dim=lc.proj_hidden_dim, nlayers=lc.proj_layers
         )
+        #: the teacher's mean embedding (zeros unless loss.center_targets)
+        self.register_buffer("t_mean", torch.zeros(d))
+
+    def calibrate(self, teachers, source) -> None:
+        if self.card.loss.center_targets:
+            self.t_mean.copy_(self.teacher_means(teachers, source)["emb"])
 
     def views(self, source: Source, index: int, item: Item, view: int, *, teacher: bool = True):
         jit = self.card.views.color_jitter
@@ -76,7 +82,7 @@ class XmagRecipe(Recipe):
         x = batch["student"][:, 0]
         dev = next(student.parameters()).device
         tok = student.forward_tokens(self.student_input(x).to(dev))
-        t = feats["emb"].to(dev)  # (B, k², D)
+        t = feats["emb"].to(dev) - self.t_mean  # (B, k², D)
         g = -F.cosine_similarity(self.head_g(tok.cls), t.mean(1), dim=-1).mean()
         cells = self.head_l(cell_pool(tok.patches, self.k))
         loc = -F.cosine_similarity(cells, t, dim=-1).mean()
@@ -91,7 +97,8 @@ class XmagRecipe(Recipe):
         dev = next(student.parameters()).device
         tok = student.forward_tokens(self.student_input(x).to(dev))
         s_emb = student.pool(tok, student.spec.embedding.definition)
-        return s_emb.float().cpu(), self.head_g(tok.cls).float().cpu(), feats["emb"].mean(1).cpu()
+        head = self.to_teacher_space(tok)
+        return s_emb.float().cpu(), head.float().cpu(), feats["emb"].mean(1).cpu()
 
     def to_teacher_space(self, tokens):
-        return self.head_g(tokens.cls)
+        return self.head_g(tokens.cls) + self.t_mean
