@@ -97,3 +97,42 @@ def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
     for other in (b, c):  # the same slide three times: the same outputs
         np.testing.assert_array_equal(other.coords, a.coords)
         np.testing.assert_allclose(other.features, a.features, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_work(tiny_model, sample_slide, tmp_path):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for n in ("a", "b", "c", "d"):
+        shutil.copy(sample_slide, slides / f"{n}.svs")
+    out = tmp_path / "feats"
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgepath",
+        "-q",
+        "embed",
+        str(tiny_model),
+        str(slides),
+        "-o",
+        str(out),
+        "--engine",
+        "onnxruntime",
+        "--workers",
+        "1",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        results.append(json.loads(stdout)["results"])
+    done = [r["slide"] for rs in results for r in rs if r["status"] == "done"]
+    assert sorted(done) == sorted(str(slides / f"{n}.svs") for n in "abcd")  # each exactly once
+    for rs in results:  # the rest: being done by the other, or already done
+        assert {r["status"] for r in rs} <= {"done", "busy", "skipped"}
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5", "b.h5", "c.h5", "d.h5"]
