@@ -63,7 +63,9 @@ def build_script(
     keep_fp32: list[str],
 ) -> tuple[str, list[str]]:
     """The text of ``build_engine.sh`` and its trtexec arguments."""
-    assert target.jetson is not None  # checked by resolve_jetpack
+    jet = target.jetson
+    if jet is None:
+        raise ConfigError(f"--target {target.name} is not a Jetson target")
     args = trtexec_args(
         onnx=FILES["onnx"],
         plan=FILES["plan"],
@@ -72,7 +74,7 @@ def build_script(
         input_name=input_name,
         input_shape=input_shape,
         batch=target.batch,
-        workspace_mib=target.jetson.workspace_mib,
+        workspace_mib=jet.workspace_mib,
         keep_fp32=keep_fp32,
     )
     check_trtexec_args(args, trt_version)
@@ -81,7 +83,7 @@ def build_script(
     text = f"""#!/usr/bin/env bash
 # Build the TensorRT engine of this bundle ON THE DEVICE: engines are specific to one GPU
 # architecture and one TensorRT version and are not portable.
-#   target:    {target.name} ({target.jetson.gpu}, compute capability {target.jetson.compute_capability})
+#   target:    {target.name} ({jet.gpu}, compute capability {jet.compute_capability})
 #   JetPack:   {jetpack} (TensorRT {trt_version}.x)
 #   precision: {precision} (carried by model.onnx: {_how(precision, major)})
 # Then check it:  python3 verify.py
@@ -183,11 +185,13 @@ def write_bundle(
     for key, arr in (("tiles", tiles), ("reference", reference)):
         with atomic_path(folder / FILES[key], suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, arr)
-    assert target.jetson is not None
+    jet = target.jetson
+    if jet is None:  # resolve_jetpack already refused non-Jetson targets
+        raise ConfigError(f"--target {target.name} is not a Jetson target")
     return {
-        "soc": target.jetson.soc,
-        "gpu": target.jetson.gpu,
-        "compute_capability": target.jetson.compute_capability,
+        "soc": jet.soc,
+        "gpu": jet.gpu,
+        "compute_capability": jet.compute_capability,
         "jetpack": jp,
         "tensorrt_expected": trt_version,
         "cuda_expected": JETPACK[jp][1],

@@ -55,7 +55,8 @@ def parity_tiles(tile_px: int = 224, *, n: int = 16) -> np.ndarray:
 
     from edgepath.data import sample_tiles
 
-    tiles: list[np.ndarray] = []
+    he: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
     for group in ("he", "stain", "tissue"):
         for path in sample_tiles(group):
             img = np.asarray(Image.open(path).convert("RGB"))
@@ -68,13 +69,11 @@ def parity_tiles(tile_px: int = 224, *, n: int = 16) -> np.ndarray:
             if group == "he":
                 for y in range(0, h - tile_px + 1, tile_px):
                     for x in range(0, w - tile_px + 1, tile_px):
-                        tiles.append(img[y : y + tile_px, x : x + tile_px])
+                        he.append(img[y : y + tile_px, x : x + tile_px])
             else:
                 y, x = (h - tile_px) // 2, (w - tile_px) // 2
-                tiles.append(img[y : y + tile_px, x : x + tile_px])
+                rest.append(img[y : y + tile_px, x : x + tile_px])
     # Interleave groups so that a small n still covers stain and tissue tiles.
-    he = [t for t in tiles[: len(tiles) - 12]]
-    rest = tiles[len(tiles) - 12 :]
     order: list[np.ndarray] = []
     while (he or rest) and len(order) < n:
         if he:
