@@ -129,7 +129,12 @@ def watch(
     log.info("watching %s (poll %.1f s, settle %.1f s)", inbox, poll, settle)
     try:
         while not embedder.stopping:
-            for path in box.ready():
+            try:
+                ready = box.ready()
+            except OSError as exc:  # an unmounted share, a folder being replaced: wait it out
+                log.warning("cannot list %s (%s); retrying in %.0f s", inbox, exc, poll)
+                ready = []
+            for path in ready:
                 if embedder.stopping:
                     break
                 result = embedder.process(path)

@@ -126,3 +126,25 @@ def test_inbox_waits_until_a_file_stops_growing(tmp_path):
     assert box.ready() == []
     now[0] = 111
     assert box.ready() == [p]
+
+
+def test_watch_survives_a_vanishing_inbox(tmp_path):
+    from edgepath.embed.watch import watch
+
+    class Emb:
+        stopping = False
+
+        def request_stop(self):
+            self.stopping = True
+
+        def process(self, path):  # pragma: no cover - nothing arrives
+            raise AssertionError(path)
+
+    emb = Emb()
+    gone = tmp_path / "unmounted"
+
+    import threading
+
+    threading.Timer(0.5, emb.request_stop).start()
+    summary = watch(emb, gone, poll=0.05, settle=0)
+    assert summary.results == [] and summary.interrupted
