@@ -186,7 +186,7 @@ def _md_throughput(r: dict[str, Any], img: str) -> list[str]:
         ceil = None if x["ceiling_fraction"] is None else 100 * x["ceiling_fraction"]
         out.append(
             f"| {name} | {x['engine']} | {x['precision']} | {x['batch']} | "
-            f"{x['tiles_per_s']:.1f} | {x['latency_ms_p50']:.0f} | {x['latency_ms_p95']:.0f} | "
+            f"{x['tiles_per_s']:.3g} | {x['latency_ms_p50']:.0f} | {x['latency_ms_p95']:.0f} | "
             f"{_f(x['speedup_vs_torch_fp32'], '.2f')} | {x['gflops_per_tile']:.2f} | "
             f"{x['achieved_gflops']:.1f} | {_f(ceil, '.0f')} | {x['wsi_per_min']:.3f} | "
             f"{_f(x['peak_rss_mb'], '.0f')} |"

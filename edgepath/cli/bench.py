@@ -244,7 +244,7 @@ def _human_throughput(d: dict[str, Any]) -> None:
         ceil = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
         click.echo(
             f"{(r['model'] + rw)[:18]:<18} {r['engine']:<12} {r['precision']:<5} {r['batch']:>5} "
-            f"{r['tiles_per_s']:>8.1f} {r['latency_ms_p50']:>8.0f} {r['latency_ms_p95']:>8.0f} "
+            f"{r['tiles_per_s']:>8.3g} {r['latency_ms_p50']:>8.0f} {r['latency_ms_p95']:>8.0f} "
             f"{_fmt(r['speedup_vs_torch_fp32'], '.2f'):>6} {r['achieved_gflops']:>8.1f} "
             f"{_fmt(ceil, '.0f'):>6} {r['wsi_per_min']:>8.3f} {_fmt(r['peak_rss_mb'], '.0f'):>7}"
         )

@@ -136,3 +136,39 @@ def test_user_errors_are_one_line(run_cli, args: list[str], needle: str) -> None
     code, _, err = run_cli(*args)
     assert code == 2, err
     assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_compare_teacher_vs_student_on_the_sample_slide(run_cli, sample_slide: Path) -> None:
+    code, out, err = run_cli(
+        "bench",
+        "throughput",
+        "tiny-teacher",
+        "vit-test14@2.0",
+        "--compare",
+        "--slide",
+        str(sample_slide),
+        "--engines",
+        "onnxruntime",
+        "--precision",
+        "fp32",
+        "--batch",
+        "4",
+        "--rounds",
+        "1",
+        "--per-round",
+        "1",
+        "--json",
+    )
+    assert code == 0, err
+    d = json.loads(out)
+    ref, cand = d["reference"], d["candidate"]
+    assert (ref["mpp"], cand["mpp"]) == (0.5, 2.0)
+    assert ref["tiles"] > cand["tiles"] > 0  # the same tissue in fewer, coarser tiles
+    t_ref, t_cand = d["rows"]
+    assert (t_ref["engine"], t_ref["precision"]) == ("torch", "fp32")
+    assert d["ratio_computed"] == pytest.approx(t_cand["wsi_per_min"] / t_ref["wsi_per_min"])
+    e2e = d["end_to_end"]
+    assert e2e["candidate"]["n_tiles"] == cand["tiles"]
+    assert e2e["candidate"]["wsi_per_min"] == pytest.approx(60 / e2e["candidate"]["seconds"])
+    assert e2e["reference"]["n_tiles"] == ref["tiles"]  # small slide: measured, not skipped
