@@ -210,3 +210,39 @@ def test_backend_choice_is_fastest_passing() -> None:
     assert _choose({"onnx": r(50, True), "openvino": r(40, True)}) == "onnx"
     assert _choose({"onnx": r(50, False), "openvino": r(40, True)}) == "openvino"
     assert _choose({"onnx": r(50, False), "openvino": r(40, False)}) == "onnx"
+
+
+@pytest.mark.slow
+def test_int8_tensorrt_writes_symmetric_qdq_onnx(
+    run_cli, sample_slide: Path, tmp_path: Path
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    preset = _preset(tmp_path, "int8-tensorrt", gate={"robustness_tiles": 0})
+    out = tmp_path / "trt"
+    code, _, err = run_cli(
+        "quantize",
+        "vit-test14",
+        "--preset",
+        str(preset),
+        "--calib",
+        str(sample_slide),
+        *SMALL,
+        "-o",
+        str(out),
+    )
+    assert code == 0, err
+    model = onnx.load(str(out / "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert q_nodes, "no QDQ nodes: nothing was quantized"
+    for n in q_nodes:  # TensorRT explicit quantization: INT8, zero point 0 everywhere
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+    # MatMuls are quantized, LayerNorm inputs are not (model_type transformer)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    ln_inputs = [
+        producers.get(n.input[0]) for n in model.graph.node if n.op_type == "LayerNormalization"
+    ]
+    assert ln_inputs and all(p is None or p.op_type != "DequantizeLinear" for p in ln_inputs)
