@@ -22,7 +22,7 @@ def _losses(run: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("recipe", ["h0mini", "expert"])
+@pytest.mark.parametrize("recipe", ["h0mini", pytest.param("expert", marks=pytest.mark.slow)])
 def test_cached_and_live_give_the_same_loss_curve(
     recipe: str, tile_dir: Path, tmp_path: Path
 ) -> None:

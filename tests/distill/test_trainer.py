@@ -32,6 +32,7 @@ def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path:
         "data.max_items=4",
         "views.fixed_views=1",
         "train.eval_tiles=12",
+        "loss.center_targets=true",
     ]
     m = distill(load_recipe("xmag", over), out=tmp_path / "run", slides=sample_slide)
     man = read_manifest(tmp_path / "run")
@@ -44,6 +45,11 @@ def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path:
     for key in ("cosine", "centered_cosine", "knn10_agreement", "n_tiles"):
         assert man["fidelity"][key] is not None and key in man["fidelity_init"]
     assert set(man["files"]) == {"weights", "heads", "recipe"}
+    from safetensors.torch import load_file
+
+    heads = load_file(str(tmp_path / "run" / "heads.safetensors"))
+    assert {"head_g.mlp.0.weight", "head_l.mlp.0.weight"} <= set(heads)
+    assert heads["t_mean"].abs().sum() > 0  # centred targets: the teacher mean was measured
     enc = load_encoder(tmp_path / "run")
     assert enc(torch.zeros(1, 3, 224, 224)).shape == (1, 64)
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
