@@ -45,3 +45,46 @@ def test_frozen_prototype_head_is_deterministic_frozen_and_angle_preserving() ->
     overlaps = [s for _, s in sims]
     assert overlaps == sorted(overlaps, reverse=True)
     assert a(x).requires_grad is False
+
+
+def test_released_teacher_heads_are_loaded_frozen(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    import pytest
+    from safetensors.torch import save_file
+
+    from edgepath.distill.recipe import load_recipe
+    from edgepath.distill.recipes.h0mini import teacher_heads
+    from edgepath.errors import ConfigError
+
+    dims = [
+        "loss.dino_out_dim=32",
+        "loss.ibot_out_dim=16",
+        "loss.head_hidden_dim=8",
+        "loss.head_bottleneck_dim=4",
+    ]
+    src = {}
+    for prefix, out in (("dino.", 32), ("ibot.", 16)):
+        h = DINOHead(12, out, hidden_dim=8, bottleneck_dim=4)
+        src.update({prefix + k: v.contiguous() for k, v in h.state_dict().items()})
+    path = tmp_path / "heads.safetensors"
+    save_file(src, str(path))
+    card = load_recipe("h0mini", [*dims, f'teachers=[{{card="tiny-teacher", heads="{path}"}}]'])
+    dino, ibot = teacher_heads(card, SimpleNamespace(token_dim=12))
+    assert isinstance(dino, DINOHead) and not any(p.requires_grad for p in dino.parameters())
+    w = src["dino.mlp.0.weight"]
+    assert torch.equal(dino.mlp[0].weight, w) and ibot(torch.randn(2, 12)).shape == (2, 16)
+    # without a heads file: the frozen random-prototype heads
+    plain = load_recipe("h0mini", [*dims, 'teachers=[{card="tiny-teacher"}]'])
+    assert isinstance(teacher_heads(plain, SimpleNamespace(token_dim=12))[0], FrozenPrototypeHead)
+    wrong = load_recipe(
+        "h0mini",
+        [
+            *dims[:1],
+            "loss.ibot_out_dim=99",
+            *dims[2:],
+            f'teachers=[{{card="tiny-teacher", heads="{path}"}}]',
+        ],
+    )
+    with pytest.raises(ConfigError, match="do not match"):
+        teacher_heads(wrong, SimpleNamespace(token_dim=12))
