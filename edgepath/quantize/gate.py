@@ -73,6 +73,9 @@ def check(
         bad = int((~np.isfinite(q)).any(axis=1).sum())
         failures.append(f"{bad} of {len(q)} quantized embeddings are NaN or infinite")
         q = np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)
+    zero = int((np.linalg.norm(q, axis=1) < 1e-12).sum())
+    if zero:
+        failures.append(f"{zero} of {len(q)} quantized embeddings collapsed to zero")
     figs = fidelity(q, r)
     thresholds = {
         "min_cosine": spec.min_cosine,

@@ -45,3 +45,9 @@ def test_optional_thresholds_and_robustness_drop() -> None:
     assert res.figures["robustness_drop"] == 0.8 - 0.7
     assert len(res.failures) == 1 and "robustness" in res.failures[0]
     assert check(ref, ref, GateSpec(), robustness=(0.8, 0.7)).passed  # reported, not gated
+
+
+def test_collapsed_embeddings_are_named() -> None:
+    ref = _emb()
+    res = check(np.zeros_like(ref), ref, GateSpec())
+    assert not res.passed and "collapsed to zero" in res.failures[0]
