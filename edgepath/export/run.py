@@ -174,6 +174,15 @@ def export(
         raise ConfigError(f"--jetpack applies to jetson targets, not --target {t.name}")
     source = open_source(ref)
     p = _settle_precision(t, source, precision)
+    if t.format == "tensorrt" and p == "fp8":
+        import torch
+
+        cc = torch.cuda.get_device_capability()
+        if cc < (8, 9):  # FP8 tensor cores: Ada (8.9), Hopper (9.0), Blackwell (10.x, 11.0, 12.x)
+            raise ConfigError(
+                f"this GPU (compute capability {cc[0]}.{cc[1]}) has no FP8 tensor cores; FP8 "
+                "needs Ada, Hopper or Blackwell: use --precision int8 or fp16"
+            )
     fuse = t.fuse_preprocess if fuse_preprocess is None else fuse_preprocess
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

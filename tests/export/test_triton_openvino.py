@@ -67,6 +67,7 @@ def test_tensorrt_plan_config(tmp_path) -> None:
     assert cfg["input"] == [{"name": "tiles", "data_type": "TYPE_UINT8", "dims": [224, 224, 3]}]
 
 
+@pytest.mark.slow
 def test_openvino_fp32_and_fp16_compressed(student_artifact, tmp_path) -> None:
     m32 = export(student_artifact, target="openvino", out=tmp_path / "fp32")
     m16 = export(student_artifact, target="openvino", precision="fp16", out=tmp_path / "fp16")
@@ -79,6 +80,7 @@ def test_openvino_fp32_and_fp16_compressed(student_artifact, tmp_path) -> None:
     assert not (tmp_path / "fp32" / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_quantized_artifact_to_openvino_and_onnx(quantized_artifact, tmp_path) -> None:
     m = export(quantized_artifact, target="openvino", out=tmp_path / "ov")
     assert m["precision"] == "int8" and m["parity"]["openvino"]["min_cosine"] >= 0.99
