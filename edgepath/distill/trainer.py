@@ -27,7 +27,8 @@ from torch import nn
 from edgepath.distill import checkpoint as ckpt
 from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
 from edgepath.distill.data import Source, build_source
-from edgepath.distill.recipe import RecipeCard, to_toml
+from edgepath.distill.evaluate import evaluate, write_student
+from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes import recipe_class
 from edgepath.distill.schedules import cosine
 from edgepath.distill.teachers import load_teachers
@@ -331,7 +332,7 @@ def distill(
         return {"stopped_at": end}
     result: dict[str, Any] = {}
     if rank == 0:
-        result = _write_artifact(
+        result = write_student(
             out,
             card,
             ema,
@@ -442,122 +443,4 @@ def _save_checkpoint(folder, step, step_mod, ema, opt, card, init_fid, *, rank, 
     _barrier()
 
 
-@torch.no_grad()
-def evaluate(step_mod: nn.Module, teachers, source: Source, card: RecipeCard) -> dict[str, Any]:
-    """Held-out fidelity: student head output vs teacher embedding (cosine, centered cosine),
-    kNN-10 agreement of the student's own embedding with the teacher's."""
-    from edgepath.metrics import fidelity, knn_agreement
-
-    items = source.heldout[: card.train.eval_tiles]
-    if len(items) < 2:
-        log.warning("only %d held-out tiles: no fidelity measured", len(items))
-        return {"n_tiles": len(items)}
-    was = step_mod.training
-    step_mod.eval()
-    s_emb, s_head, t_emb = [], [], []
-    for a in range(0, len(items), 32):
-        e, h, t = step_mod.recipe.evaluate_batch(
-            step_mod.student, teachers, source, items[a : a + 32]
-        )
-        s_emb.append(e)
-        s_head.append(h)
-        t_emb.append(t)
-    step_mod.train(was)
-    se, sh, te = (torch.cat(x).numpy() for x in (s_emb, s_head, t_emb))
-    fid = fidelity(sh, te)
-    out = {
-        "cosine": fid["cosine"],
-        "centered_cosine": fid["centered_cosine"],
-        "knn10_agreement": knn_agreement(se, te, 10) if len(se) > 10 else None,
-        "head_knn10_agreement": fid.get("knn10_agreement"),
-        "n_tiles": len(items),
-        "against": f"teacher {teachers[0].card.name}",
-    }
-    if hasattr(step_mod.recipe, "evaluate_all") and len(teachers) > 1:
-        per = []
-        x = step_mod.recipe
-        pairs = []
-        for a in range(0, len(items), 32):
-            pairs.append(x.evaluate_all(step_mod.student, teachers, source, items[a : a + 32]))
-        for j, t in enumerate(teachers):
-            h = torch.cat([p[j][0] for p in pairs]).numpy()
-            tt = torch.cat([p[j][1] for p in pairs]).numpy()
-            f = fidelity(h, tt)
-            per.append(
-                {
-                    "teacher": t.card.name,
-                    "cosine": f["cosine"],
-                    "centered_cosine": f["centered_cosine"],
-                    "knn10_agreement": knn_agreement(se, tt, 10) if len(se) > 10 else None,
-                }
-            )
-        out["per_teacher"] = per
-    return out
-
-
-def _write_artifact(
-    out: Path,
-    card: RecipeCard,
-    ema: _Step,
-    spec,
-    teachers,
-    source: Source,
-    init_fid,
-    *,
-    seconds: float,
-    world: int,
-) -> dict[str, Any]:
-    from safetensors.torch import save_file
-
-    from edgepath.artifact import save_encoder
-    from edgepath.cards import to_dict
-    from edgepath.io import atomic_path, write_text_atomic
-    from edgepath.models.encoder import Encoder
-
-    fid = evaluate(ema, teachers, source, card)
-    heads = {k: v.detach().contiguous().cpu() for k, v in ema.recipe.state_dict().items()}
-    with atomic_path(out / "heads.safetensors", suffix=".safetensors") as tmp:
-        save_file(heads, str(tmp))
-    write_text_atomic(out / "recipe.toml", to_toml(card))
-    t0 = teachers[0]
-    teacher_info = [
-        {
-            "card": t.card.name,
-            "sha256": t.info.get("sha256"),
-            "stand_in": bool(t.card.stand_in),
-            "weight": t.weight,
-            "embedding": to_dict(t.card.embedding),
-        }
-        for t in teachers
-    ]
-    student = Encoder(ema.student.backbone, spec)
-    return save_encoder(
-        out,
-        student,
-        kind="student",
-        name=f"{card.name}-{card.student.name}",
-        files={"heads": "heads.safetensors", "recipe": "recipe.toml"},
-        architecture=card.student.name,
-        mpp=spec.input.mpp,
-        tile_px=spec.input.tile_px,
-        embedding_definition=(
-            f"student {spec.embedding.definition} ({spec.embedding.dim}-d); "
-            f"heads.safetensors maps it into {t0.card.name}'s "
-            f"{t0.card.embedding.definition} embedding ({t0.embed_dim}-d)"
-        ),
-        teacher=teacher_info[0],
-        teachers=teacher_info,
-        parent={"path": f"teacher:{t0.card.name}", "sha256": t0.info.get("sha256")},
-        recipe=card.recipe,
-        recipe_card=to_dict(card),
-        steps=card.train.steps,
-        world_size=world,
-        train_items=len(source.train),
-        seconds=round(seconds, 1),
-        stand_in=any(t.card.stand_in for t in teachers),
-        fidelity=fid,
-        fidelity_init=init_fid,
-    )
-
-
-__all__ = ["Progress", "distill", "evaluate"]
+__all__ = ["Progress", "distill"]
