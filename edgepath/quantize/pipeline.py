@@ -155,10 +155,10 @@ def quantize_model(
             float_file, q_files = _quantize_backend(
                 backend, encoder, work, x_cal, p, accuracy_control=ac
             )
-            step(f"gating and timing {backend}")
-            results[backend] = _evaluate(
-                backend, float_file, q_files, spec, p, x_held, ref, threads=threads
-            )
+            step(f"gating {backend}")
+            results[backend] = _evaluate(float_file, q_files, spec, p, x_held, ref, threads=threads)
+        step("timing fp32 vs quantized, every backend side by side")
+        _time_all(results, spec, p, x_held, threads=threads)
         chosen = _choose(results)
         res = results[chosen]
         robustness = None
@@ -188,7 +188,6 @@ def quantize_model(
 
 
 def _evaluate(
-    backend: str,
     float_file: Path,
     q_files: list[Path],
     spec: Any,
@@ -198,43 +197,59 @@ def _evaluate(
     *,
     threads: int | None,
 ) -> dict[str, Any]:
-    fp = _engine(float_file, spec, "fp32", threads)
+    """Embed the held-out tiles with the quantized model and gate them against float."""
     qe = _engine(q_files[0], spec, p.precision, threads)
     try:
         emb = _embed(qe, x_held)
-        figures = gatelib.check(emb, ref, p.gate)
-        batch = x_held[: p.speed_batch]
-        if len(batch) < p.speed_batch:
-            batch = np.resize(x_held, (p.speed_batch, *x_held.shape[1:]))
-        speed = measure({"fp32": fp, p.precision: qe}, batch)
     finally:
-        fp.close()
         qe.close()
-    sp = {
-        "engine": ENGINE_OF[backend],
-        "batch": int(len(batch)),
-        "threads": threads,
-        "fp32_tiles_per_s": speed["fp32"]["tiles_per_s"],
-        f"{p.precision}_tiles_per_s": speed[p.precision]["tiles_per_s"],
-        "quantized_tiles_per_s": speed[p.precision]["tiles_per_s"],
-        "speedup": speed[p.precision]["tiles_per_s"] / speed["fp32"]["tiles_per_s"],
-    }
+    verdict = gatelib.check(emb, ref, p.gate)
     log.info(
-        "%s: cosine %.5f (p1 %.5f), %s %.1f tiles/s vs fp32 %.1f (x%.2f)",
-        backend,
-        figures.figures["cosine"] or float("nan"),
-        figures.figures["cosine_p1"] or float("nan"),
-        p.precision,
-        sp["quantized_tiles_per_s"],
-        sp["fp32_tiles_per_s"],
-        sp["speedup"],
+        "%s: cosine %.5f (p1 %.5f)",
+        q_files[0].name,
+        verdict.figures["cosine"] or float("nan"),
+        verdict.figures["cosine_p1"] or float("nan"),
     )
-    return {
-        "files": q_files,
-        "embeddings": emb,
-        "gate": figures,
-        "speed": sp,
-    }
+    return {"float": float_file, "files": q_files, "embeddings": emb, "gate": verdict}
+
+
+def _time_all(
+    results: dict[str, dict[str, Any]],
+    spec: Any,
+    p: QuantizePreset,
+    x_held: np.ndarray,
+    *,
+    threads: int | None,
+) -> None:
+    """FP32 and quantized models of every backend timed together, interleaved, on one batch.
+
+    One interleaved measurement (not one per backend) so that load drift on a shared machine
+    cannot favour the backend that happened to be timed in a quiet moment.
+    """
+    batch = x_held[: p.speed_batch]
+    if len(batch) < p.speed_batch:
+        batch = np.resize(x_held, (p.speed_batch, *x_held.shape[1:]))
+    engines: dict[str, Any] = {}
+    try:
+        for b, r in results.items():
+            engines[f"{b}:fp32"] = _engine(r["float"], spec, "fp32", threads)
+            engines[f"{b}:q"] = _engine(r["files"][0], spec, p.precision, threads)
+        speed = measure(engines, batch)
+    finally:
+        for e in engines.values():
+            e.close()
+    for b, r in results.items():
+        f32, q = speed[f"{b}:fp32"]["tiles_per_s"], speed[f"{b}:q"]["tiles_per_s"]
+        r["speed"] = {
+            "engine": ENGINE_OF[b],
+            "batch": int(len(batch)),
+            "threads": threads,
+            "fp32_tiles_per_s": f32,
+            f"{p.precision}_tiles_per_s": q,
+            "quantized_tiles_per_s": q,
+            "speedup": q / f32,
+        }
+        log.info("%s: %s %.1f tiles/s vs fp32 %.1f (x%.2f)", b, p.precision, q, f32, q / f32)
 
 
 def _choose(results: dict[str, dict[str, Any]]) -> str:
