@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> Path:
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("tiles/s (wall clock; bar: min-max of engine runs)")
     ax.set_title("Throughput", fontsize=10)
-    ax.legend(fontsize=8, loc="lower center")
+    ax.legend(fontsize=8, loc="upper left")
     # CPU time per tile: what a dedicated CPU-bound machine's throughput follows
     ecpu = [statistics.median(r["engine_cpu_ms_per_tile"]) for r in rows]
     pcpu = [statistics.median(r["pipeline_cpu_ms_per_tile"]) for r in rows]
