@@ -190,3 +190,10 @@ def synthetic_robustness(
         seconds={"embed": t_embed},
     )
     return res
+
+
+def as_result(res: dict[str, Any], info: dict[str, Any], *, threads: int | None) -> dict[str, Any]:
+    """A robustness run as a result row set (``kind`` robustness, model label, machine)."""
+    from edgepath.bench.machine import describe
+
+    return {"kind": "robustness", "model": info, "machine": describe(threads=threads), **res}

@@ -231,7 +231,12 @@ def open_variants(
         for engine in engines:
             key = f"{engine}-{precision}"
             try:
-                if model.artifact is not None and model.manifest.get("precision") == precision:
+                runs_as_is = engine == "torch" or model.manifest.get("engine") != "torch"
+                if (
+                    model.artifact is not None
+                    and model.manifest.get("precision") == precision
+                    and runs_as_is
+                ):
                     target: Any = model.artifact
                 elif engine == "torch":
                     if precision != "fp32":

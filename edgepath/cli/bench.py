@@ -348,9 +348,9 @@ def robustness(
             res = synthetic_robustness(
                 eng, n_tiles=n_tiles, seed=seed, batch=batch, on_progress=steps.count
             )
-    from edgepath.bench.machine import describe
+    from edgepath.bench.robustness import as_result
 
-    result = {"kind": "robustness", "model": info, "machine": describe(threads=threads), **res}
+    result = as_result(res, info, threads=threads)
     if out is not None:
         from edgepath.bench.results import write_result
 

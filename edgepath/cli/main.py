@@ -20,11 +20,15 @@ COMMANDS: dict[str, str] = {
     "cards": "edgepath.cli.cards:cards",
     "teachers": "edgepath.cli.teachers:teachers",
     "distill": "edgepath.cli.distill:distill",
-    "bench": "edgepath.cli.bench:bench", "report": "edgepath.cli.report:report",
-    "embed": "edgepath.cli.embed:embed", "watch": "edgepath.cli.embed:watch",
+    "bench": "edgepath.cli.bench:bench",
+    "report": "edgepath.cli.report:report",
+    "embed": "edgepath.cli.embed:embed",
+    "watch": "edgepath.cli.embed:watch",
     "slides": "edgepath.cli.slides:slides",
     "quantize": "edgepath.cli.quantize:quantize",
-    "export": "edgepath.cli.export:export_cmd", "doctor": "edgepath.cli.doctor:doctor",
+    "export": "edgepath.cli.export:export_cmd",
+    "doctor": "edgepath.cli.doctor:doctor",
+    "demo": "edgepath.cli.demo:demo",
 }
 
 

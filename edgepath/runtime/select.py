@@ -67,9 +67,16 @@ def available_engines() -> list[str]:
     return [e for e in order if e in found]
 
 
+_NON_MODEL_ROLES = frozenset(
+    {"heads", "recipe", "tiles", "reference", "build_script", "verify", "config", "log"}
+)
+
+
 def artifact_files(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
     """The model files of an artifact by engine that can run them (existing files only)."""
-    files = [folder / str(f) for f in manifest.get("files", {}).values()]
+    # Only model files: a distilled student also lists its training heads and recipe.
+    roles = {k: v for k, v in manifest.get("files", {}).items() if k not in _NON_MODEL_ROLES}
+    files = [folder / str(f) for f in roles.values()]
     out: dict[str, Path] = {}
     for engine, suffixes in SUFFIXES.items():
         for suffix in suffixes:  # an engine's preferred format first (.xml before .onnx)
