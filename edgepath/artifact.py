@@ -113,6 +113,22 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def require_ok(folder: str | Path, manifest: dict[str, Any], *, action: str) -> None:
+    """Refuse an artifact whose gate failed: it is never to be used as a model.
+
+    Args:
+        folder: The artifact folder (named in the message).
+        manifest: Its manifest.
+        action: What was about to happen, e.g. ``"export"``, ``"run"``.
+    """
+    status = manifest.get("status", "ok")
+    if status != "ok":
+        raise ArtifactError(
+            f"{folder}: artifact status is '{status}' (its gate failed); refusing to {action} a "
+            "model that did not pass: re-quantize with another preset or --accuracy-control"
+        )
+
+
 def manifest_spec(folder: str | Path, manifest: dict[str, Any] | None = None) -> EncoderSpec:
     """The ``EncoderSpec`` stored in an artifact's manifest."""
     manifest = manifest if manifest is not None else read_manifest(folder)

@@ -50,3 +50,16 @@ def test_weights_that_do_not_match_the_spec(tmp_path: Path) -> None:
     (tmp_path / artifact.MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ArtifactError, match="do not match"):
         artifact.load_encoder(tmp_path)
+
+
+def test_failed_artifact_is_never_run_or_exported(tmp_path: Path) -> None:
+    from edgepath.export.run import export
+    from edgepath.runtime import open_engine
+
+    enc = build_encoder(student_spec("vit-test14", input=INPUT))
+    artifact.save_encoder(tmp_path / "a", enc, status="failed")
+    with pytest.raises(ArtifactError, match="gate failed.*refusing to run"):
+        open_engine(tmp_path / "a", engine="torch")
+    with pytest.raises(ArtifactError, match="gate failed.*refusing to export"):
+        export(tmp_path / "a", target="onnx", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

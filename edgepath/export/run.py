@@ -48,17 +48,19 @@ class Source:
 
 def open_source(ref: str | os.PathLike[str]) -> Source:
     """Open what ``ref`` names: an artifact folder (student, quantized, export) or a model name."""
-    from edgepath.artifact import is_artifact, manifest_spec, read_manifest, weights_sha256
+    from edgepath.artifact import (
+        is_artifact,
+        manifest_spec,
+        read_manifest,
+        require_ok,
+        weights_sha256,
+    )
     from edgepath.runtime import artifact_files, open_engine
 
     if is_artifact(ref):
         folder = Path(ref)
         manifest = read_manifest(folder)
-        if manifest.get("status", "ok") != "ok":
-            raise ArtifactError(
-                f"{folder}: status '{manifest.get('status')}' (its gate failed); refusing to "
-                "export a model that did not pass"
-            )
+        require_ok(folder, manifest, action="export")
         spec = manifest_spec(folder, manifest)
         label = str(manifest.get("precision", "fp32"))
         files = artifact_files(folder, manifest)

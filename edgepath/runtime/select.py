@@ -148,14 +148,10 @@ def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None
 
 
 def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: str | None) -> Engine:
-    from edgepath.artifact import manifest_spec, read_manifest
+    from edgepath.artifact import manifest_spec, read_manifest, require_ok
 
     manifest = read_manifest(folder)
-    if manifest.get("status", "ok") != "ok":
-        raise ArtifactError(
-            f"{folder}: artifact status is '{manifest.get('status')}' (a gate failed); it must "
-            "not be used as a model"
-        )
+    require_ok(folder, manifest, action="run")
     spec = manifest_spec(folder, manifest)
     precision = str(manifest.get("precision", "fp32"))
     runnable = artifact_files(folder, manifest)
