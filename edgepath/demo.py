@@ -151,6 +151,7 @@ def stage_bench(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Throughput per engine/precision, teacher-vs-student WSI/min, robustness, fidelity."""
     from edgepath.bench.compare import run_compare
     from edgepath.bench.embedding import open_for_embedding
+    from edgepath.bench.fidelity import as_result as fidelity_result
     from edgepath.bench.fidelity import fidelity_run, load_tiles
     from edgepath.bench.results import write_result
     from edgepath.bench.robustness import as_result, synthetic_robustness
@@ -190,7 +191,7 @@ def stage_bench(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         fid = fidelity_run(a, b, tiles)
     files["fidelity"] = write_result(
         folder,
-        {"kind": "fidelity", "candidate": ia, "reference": ib, "tiles": desc, **fid},
+        fidelity_result(fid, ia, ib, tiles=desc),
         label="int8-vs-float",
     )
     return {"results": {k: str(v) for k, v in files.items()}}

@@ -97,3 +97,16 @@ def fidelity_run(
             "centered_cosine": rowwise_cosine(a - c, b - c).round(5).tolist(),
         }
     return res
+
+
+def as_result(
+    res: dict[str, Any], candidate: dict[str, Any], reference: dict[str, Any], *, tiles: str
+) -> dict[str, Any]:
+    """A fidelity run as a result (``kind`` fidelity, both model labels, where the tiles came from)."""
+    return {
+        "kind": "fidelity",
+        "candidate": candidate,
+        "reference": reference,
+        "tiles": tiles,
+        **res,
+    }

@@ -412,7 +412,7 @@ def fidelity(
     quantized artifact vs its float parent.
     """
     from edgepath.bench.embedding import open_for_embedding
-    from edgepath.bench.fidelity import fidelity_run, load_tiles
+    from edgepath.bench.fidelity import as_result, fidelity_run, load_tiles
 
     a, ia = open_for_embedding(
         candidate, engine=engine_a, threads=threads, random_weights=random_weights
@@ -425,7 +425,7 @@ def fidelity(
             source, tile_px=max(ia["tile_px"], ib["tile_px"]), max_tiles=max_tiles
         )
         res = fidelity_run(a, b, tiles)
-    result = {"kind": "fidelity", "candidate": ia, "reference": ib, "tiles": desc, **res}
+    result = as_result(res, ia, ib, tiles=desc)
     if out is not None:
         from edgepath.bench.results import write_result
 
