@@ -62,3 +62,22 @@ def run_cli():
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+# Shared by tests/export and tests/runtime: each area defines its own ``tiny_encoder``.
+@pytest.fixture(scope="session")
+def student_artifact(tiny_encoder, tmp_path_factory) -> Path:
+    """The area's tiny encoder saved as a student artifact."""
+    from edgepath.artifact import save_encoder
+
+    folder = tmp_path_factory.mktemp("student")
+    save_encoder(folder, tiny_encoder, kind="student", name="vit-test14")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiles():
+    """Six real parity tiles (uint8, 224 px)."""
+    from edgepath.export.parity import parity_tiles
+
+    return parity_tiles(224, n=6)

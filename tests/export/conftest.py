@@ -29,22 +29,6 @@ def tiny_encoder():
     return encoder
 
 
-@pytest.fixture(scope="session")
-def student_artifact(tiny_encoder, tmp_path_factory) -> Path:
-    from edgepath.artifact import save_encoder
-
-    folder = tmp_path_factory.mktemp("student")
-    save_encoder(folder, tiny_encoder, kind="student", name="vit-test14")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiles():
-    from edgepath.export.parity import parity_tiles
-
-    return parity_tiles(224, n=6)
-
-
 def _weight_only_qdq(src: Path, dst: Path) -> None:
     """INT8 weights (per output channel, symmetric) behind DequantizeLinear: the QDQ form
     ``edgepath quantize`` hands over, minus activation quantization (kept out so that the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 
@@ -19,19 +17,3 @@ def tiny_encoder():
     teacher = cards.load("teachers", "tiny-teacher")
     spec = student_spec("vit-test14", input=teacher.input, embedding="cls+mean_patch")
     return build_encoder(spec).eval()
-
-
-@pytest.fixture(scope="session")
-def student_artifact(tiny_encoder, tmp_path_factory) -> Path:
-    from edgepath.artifact import save_encoder
-
-    folder = tmp_path_factory.mktemp("student")
-    save_encoder(folder, tiny_encoder, kind="student", name="vit-test14")
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiles():
-    from edgepath.export.parity import parity_tiles
-
-    return parity_tiles(224, n=6)
