@@ -6,9 +6,11 @@ times exactly those GEMMs (M = batch × tokens; K, N from each Linear layer) wit
 kernels at the engine's precision:
 
 - ``torch`` fp32: ``torch.matmul`` (oneDNN / MKL sgemm);
-- ``onnxruntime`` fp32: an ONNX ``MatMul``; int8: ``MatMulInteger`` with uint8 activations and
-  int8 weights, the u8s8 MLAS QGEMM kernel that ORT's quantized MatMuls run on x86 (ORT docs,
-  "Quantize ONNX models": U8S8 is the x86 default);
+- ``onnxruntime`` fp32: an ONNX ``MatMul``; int8: the faster, shape by shape, of two kernels:
+  ``MatMulInteger`` with uint8 activations and int8 weights (the u8s8 MLAS QGEMM kernel that
+  ORT's static QDQ MatMuls run on x86; ORT docs, "Quantize ONNX models": U8S8 is the x86
+  default) and ``com.microsoft.DynamicQuantizeMatMul`` (float in, float out: the fused dynamic
+  INT8 MatMul that ORT-native INT8 models run, quantizing activations inside the kernel);
 - ``openvino`` fp32: the same ``MatMul`` graph; int8: a QDQ graph (QuantizeLinear →
   DequantizeLinear on activations, int8 weights → DequantizeLinear) that OpenVINO's low-precision
   transformations turn into an int8 matmul, as they do for an NNCF-quantized model.
@@ -38,6 +40,15 @@ _KERNELS = {
     ("openvino", "int8"): "OpenVINO QDQ MatMul int8",
 }
 
+#: Engines/precisions timed with more than one kernel: the ceiling is the fastest per shape.
+_ALT_KERNELS = {
+    ("onnxruntime", "int8"): ("MatMulInteger", "DynamicQuantizeMatMul"),
+}
+_KERNEL_LABEL = {
+    "MatMulInteger": "ORT MatMulInteger u8s8",
+    "DynamicQuantizeMatMul": "ORT DynamicQuantizeMatMul s8",
+}
+
 PRECISIONS = {
     "torch": ("fp32",),
     "onnxruntime": ("fp32", "int8"),
@@ -62,17 +73,37 @@ def _time(fn: Callable[[], Any], *, warmup: int, repeats: int, min_time: float) 
     return statistics.median(samples)
 
 
-def _onnx_matmul(m: int, k: int, n: int, precision: str, rng: np.random.Generator):
-    """An ONNX model of one matmul at ``precision`` and its feed."""
+def _onnx_matmul(
+    m: int, k: int, n: int, precision: str, rng: np.random.Generator, kernel: str = "MatMulInteger"
+):
+    """An ONNX model of one matmul at ``precision`` (int8: with ``kernel``) and its feed."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    opsets = [helper.make_opsetid("", 17)]
     if precision == "fp32":
         w = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "W")
         node = helper.make_node("MatMul", ["A", "W"], ["Y"])
         a_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
         nodes, inits = [node], [w]
         feed = {"A": rng.standard_normal((m, k), dtype=np.float32)}
+    elif kernel == "DynamicQuantizeMatMul":
+        inits = [
+            numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "W"),
+            numpy_helper.from_array(np.array([0.01], dtype=np.float32), "w_scale"),
+            numpy_helper.from_array(np.array([0], dtype=np.int8), "w_zp"),
+        ]
+        nodes = [
+            helper.make_node(
+                "DynamicQuantizeMatMul",
+                ["A", "W", "w_scale", "w_zp"],
+                ["Y"],
+                domain="com.microsoft",
+            )
+        ]
+        a_type, y_type = TensorProto.FLOAT, TensorProto.FLOAT
+        feed = {"A": rng.standard_normal((m, k), dtype=np.float32)}
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
     else:
         w = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "W")
         a_type, y_type = TensorProto.UINT8, TensorProto.INT32
@@ -88,9 +119,10 @@ def _onnx_matmul(m: int, k: int, n: int, precision: str, rng: np.random.Generato
         [helper.make_tensor_value_info("Y", y_type, [m, n])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    if len(opsets) == 1:  # the checker does not know contrib ops
+        onnx.checker.check_model(model)
     return model, feed
 
 
@@ -125,7 +157,15 @@ def _onnx_qdq_matmul(m: int, k: int, n: int, rng: np.random.Generator):
 
 
 def _runner(
-    engine: str, precision: str, m: int, k: int, n: int, *, threads: int, seed: int = 0
+    engine: str,
+    precision: str,
+    m: int,
+    k: int,
+    n: int,
+    *,
+    threads: int,
+    seed: int = 0,
+    kernel: str = "MatMulInteger",
 ) -> Callable[[], Any]:
     rng = np.random.default_rng(seed)
     if engine == "torch":
@@ -143,7 +183,7 @@ def _runner(
     if engine == "onnxruntime":
         import onnxruntime as ort
 
-        model, feed = _onnx_matmul(m, k, n, precision, rng)
+        model, feed = _onnx_matmul(m, k, n, precision, rng, kernel)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -206,30 +246,53 @@ def gemm_ceiling(
             f"no {precision} GEMM kernel benchmark for engine '{engine}' "
             f"(has: {', '.join(PRECISIONS.get(engine, ())) or 'none'})"
         )
+    kernels = _kernels(engine, precision)
     rows, total_flops, total_time = [], 0.0, 0.0
+    per_kernel = {kn: [0.0, 0.0] for kn in kernels}
     for m, k, n, count in shapes:
-        run = _runner(engine, precision, m, k, n, threads=threads)
-        sec = _time(run, warmup=warmup, repeats=repeats, min_time=min_time)
         flops = 2.0 * m * k * n
+        secs = {}
+        for kn in kernels:
+            run = _runner(engine, precision, m, k, n, threads=threads, kernel=kn)
+            secs[kn] = _time(run, warmup=warmup, repeats=repeats, min_time=min_time)
+            per_kernel[kn][0] += flops * count
+            per_kernel[kn][1] += secs[kn] * count
+        sec = min(secs.values())
         rows.append({"m": m, "k": k, "n": n, "count": count, "gflops": flops / sec / 1e9})
+        if len(kernels) > 1:
+            rows[-1]["kernel"] = _KERNEL_LABEL[min(secs, key=secs.__getitem__)]
         total_flops += flops * count
         total_time += sec * count
-    kernel = _KERNELS[(engine, precision)]
-    return {
+    out = {
         "engine": engine,
         "precision": precision,
         "threads": threads,
-        "kernel": kernel,
+        "kernel": _label(engine, precision),
         "gflops": total_flops / total_time / 1e9,
         "shapes": rows,
     }
+    if len(kernels) > 1:
+        out["kernels"] = {_KERNEL_LABEL[kn]: f / t / 1e9 for kn, (f, t) in per_kernel.items()}
+    return out
+
+
+def _kernels(engine: str, precision: str) -> tuple[str, ...]:
+    return _ALT_KERNELS.get((engine, precision), ("MatMulInteger",))
+
+
+def _label(engine: str, precision: str) -> str:
+    kernels = _ALT_KERNELS.get((engine, precision))
+    if not kernels:
+        return _KERNELS[(engine, precision)]
+    return " | ".join(_KERNEL_LABEL[k] for k in kernels) + " (faster per shape)"
 
 
 class Ceiling:
     """A GEMM ceiling prepared once and sampled many times (interleaved with model timings).
 
     Sampling it right after a model's batches, round after round, exposes both to the same
-    machine load, so the fraction model/ceiling stays meaningful on a shared machine.
+    machine load, so the fraction model/ceiling stays meaningful on a shared machine. Where an
+    engine has more than one INT8 kernel, each is timed and the faster per shape is the ceiling.
     """
 
     def __init__(
@@ -246,31 +309,48 @@ class Ceiling:
         self.engine, self.precision, self.threads = engine, precision, threads
         self.shapes = list(shapes)
         self.min_time = min_time
-        self._runs = [_runner(engine, precision, m, k, n, threads=threads) for m, k, n, _ in shapes]
-        for run in self._runs:
-            run()  # warm-up
+        self.kernels = _kernels(engine, precision)
+        self._runs = [
+            {
+                kn: _runner(engine, precision, m, k, n, threads=threads, kernel=kn)
+                for kn in self.kernels
+            }
+            for m, k, n, _ in shapes
+        ]
+        for runs in self._runs:
+            for run in runs.values():
+                run()  # warm-up
         self.samples: list[float] = []
         self.per_shape: list[list[float]] = [[] for _ in self.shapes]
+        self.per_kernel: dict[str, list[float]] = {kn: [] for kn in self.kernels}
 
     def sample(self) -> float:
-        """Time every shape once (each looped for ``min_time``); returns and keeps GFLOP/s."""
+        """Time every shape once per kernel (each looped for ``min_time``); returns GFLOP/s."""
         total_flops = total_time = 0.0
-        for i, ((m, k, n, count), run) in enumerate(zip(self.shapes, self._runs, strict=True)):
-            sec = _time(run, warmup=0, repeats=1, min_time=self.min_time)
-            self.per_shape[i].append(2.0 * m * k * n / sec / 1e9)
-            total_flops += 2.0 * m * k * n * count
+        kern = {kn: [0.0, 0.0] for kn in self.kernels}
+        for i, ((m, k, n, count), runs) in enumerate(zip(self.shapes, self._runs, strict=True)):
+            flops = 2.0 * m * k * n
+            secs = {}
+            for kn, run in runs.items():
+                secs[kn] = _time(run, warmup=0, repeats=1, min_time=self.min_time)
+                kern[kn][0] += flops * count
+                kern[kn][1] += secs[kn] * count
+            sec = min(secs.values())
+            self.per_shape[i].append(flops / sec / 1e9)
+            total_flops += flops * count
             total_time += sec * count
+        for kn, (f, t) in kern.items():
+            self.per_kernel[kn].append(f / t / 1e9)
         self.samples.append(total_flops / total_time / 1e9)
         return self.samples[-1]
 
     def result(self) -> dict[str, Any]:
         """The median over samples, in ``gemm_ceiling``'s format."""
-        kernel = _KERNELS[(self.engine, self.precision)]
-        return {
+        out = {
             "engine": self.engine,
             "precision": self.precision,
             "threads": self.threads,
-            "kernel": kernel,
+            "kernel": _label(self.engine, self.precision),
             "gflops": statistics.median(self.samples),
             "samples": len(self.samples),
             "shapes": [
@@ -278,6 +358,11 @@ class Ceiling:
                 for (m, k, n, c), g in zip(self.shapes, self.per_shape, strict=True)
             ],
         }
+        if len(self.kernels) > 1:
+            out["kernels"] = {
+                _KERNEL_LABEL[kn]: statistics.median(v) for kn, v in self.per_kernel.items()
+            }
+        return out
 
 
 def model_shapes(cost: Any, batch: int) -> list[tuple[int, int, int, int]]:

@@ -131,6 +131,7 @@ class Variant:
     engine: Any
     model_rss_mb: float | None = None
     open_s: float = 0.0
+    backend: str | None = None
 
     @property
     def label(self) -> str:
@@ -163,43 +164,39 @@ def _export_float(model: ModelRef, folder: Path) -> Path:
 def _quantize_int8(
     model: ModelRef, folder: Path, *, engine: str, preset: str = "int8-cpu", n_calib: int = 32
 ) -> Path:
-    """An INT8 artifact for ``engine``, made with the quantize stage's NNCF functions.
+    """An INT8 artifact for ``engine``, made by the quantize stage's own backend function.
 
-    Uses the ``int8-cpu`` preset's ViT-safe settings (transformer model type, SmoothQuant,
-    mixed scheme), calibrated on ``n_calib`` real tissue tiles (the shipped sample images): the
-    same graph ``edgepath quantize`` writes for that engine, without its gate and timing, which
-    a throughput run does not need (benchmark a gated artifact folder for the real thing).
+    ``edgepath.quantize.pipeline.quantize_backend`` with the ``int8-cpu`` preset and the first of
+    its candidate backends that runs on ``engine`` (``ort`` for onnxruntime: fused graph +
+    dynamic INT8; ``openvino``: NNCF IR), calibrated on ``n_calib`` real tissue tiles (the
+    shipped sample images): the same model files ``edgepath quantize`` writes for that backend,
+    without its gate and timing, which a throughput run does not need (benchmark a gated
+    artifact folder for the real thing).
     """
     from edgepath import cards
     from edgepath.artifact import new_manifest, write_manifest
     from edgepath.bench.domains import base_tiles
     from edgepath.bench.embedding import resize_tiles
-    from edgepath.errors import require
     from edgepath.runtime import normalize
-
-    require("nncf", "openvino", purpose="INT8 variants")
-    from edgepath.quantize import nncf_ptq
 
     if model.encoder is None:
         raise ConfigError(f"{model.ref}: no torch weights to quantize")
+    from edgepath.quantize.pipeline import quantize_backend
+    from edgepath.quantize.presets import ENGINE_OF
+
     p = cards.load("quantize", preset)
+    backend = next((b for b in p.backends() if ENGINE_OF[b] == engine), None)
+    if backend is None:
+        raise ConfigError(f"preset {preset} has no INT8 backend for engine '{engine}'")
     folder.mkdir(parents=True, exist_ok=True)
     calib = normalize(resize_tiles(base_tiles(224, n=n_calib, seed=0), model.tile_px), model.spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter from the exporters
+        _, q_files = quantize_backend(backend, model.encoder, folder, calib, p)
     if engine == "openvino":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer chatter from openvino.convert_model
-            ov_model = nncf_ptq.float_openvino(model.encoder, folder / "float.xml")
-        q = nncf_ptq.quantize_openvino(ov_model, calib, p)
-        nncf_ptq.save_openvino(q, folder / "model.xml")
-        files = {"xml": "model.xml", "bin": "model.bin"}
-    elif engine == "onnxruntime":
-        from edgepath.export.onnx import export_onnx
-
-        export_onnx(model.encoder, folder / "float.onnx", opset=17, batch_dynamic=True)
-        nncf_ptq.quantize_onnx(folder / "float.onnx", calib, p, folder / "model.onnx")
-        files = {"onnx": "model.onnx"}
+        files = {"xml": q_files[0].name, "bin": q_files[1].name}
     else:
-        raise ConfigError(f"no INT8 path for engine '{engine}' on this machine")
+        files = {"onnx": q_files[0].name}
     manifest = new_manifest(
         "quantized",
         model.spec,
@@ -208,6 +205,7 @@ def _quantize_int8(
         engine=engine,
         files=files,
         preset=preset,
+        backend={"name": backend},
         random_weights=model.random_weights,
     )
     write_manifest(folder, manifest)
@@ -261,6 +259,11 @@ def open_variants(
                 variants.append(
                     Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
                 )
+                if isinstance(target, Path) and precision != "fp32":
+                    from edgepath.artifact import read_manifest
+
+                    b = read_manifest(target).get("backend")
+                    variants[-1].backend = b.get("name") if isinstance(b, dict) else b
                 rss1 = machine.rss_mb()
                 if rss0 is not None and rss1 is not None:
                     variants[-1].model_rss_mb = rss1 - rss0
@@ -361,6 +364,7 @@ def summarize_row(
         "random_weights": v.model.random_weights,
         "engine": v.engine_name,
         "precision": v.precision,
+        "quantized_by": v.backend,
         "batch": batch,
         "threads": threads,
         "tile_px": v.model.tile_px,

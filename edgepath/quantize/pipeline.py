@@ -57,16 +57,32 @@ def _engine(path: Path, spec: Any, precision: str, threads: int | None) -> Any:
     return OnnxRuntimeEngine(path, spec=spec, precision=precision, threads=threads)
 
 
-def _quantize_backend(
+def quantize_backend(
     backend: str,
     encoder: Any,
     work: Path,
     x_calib: np.ndarray,
     preset: QuantizePreset,
     *,
-    accuracy_control: tuple[np.ndarray, np.ndarray] | None,
+    accuracy_control: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[Path, list[Path]]:
-    """Float model file and quantized model files of one backend, written under ``work``."""
+    """Float model file and quantized model files of one backend, written under ``work``.
+
+    The one place a backend's quantized model is made: ``edgepath quantize`` and the bench's INT8
+    variants both call it, so the bench times what the quantize stage ships.
+
+    Args:
+        backend: ``openvino``, ``onnx`` (NNCF QDQ) or ``ort`` (ONNX Runtime fused + dynamic INT8).
+        encoder: The float torch encoder.
+        work: Folder for the files.
+        x_calib: Normalised float32 NCHW calibration tiles (``ort`` checks its fused float graph
+            against the exported one on a few of them; its INT8 needs no calibration).
+        preset: The preset.
+        accuracy_control: NNCF accuracy control inputs (``openvino`` only).
+
+    Returns:
+        (the float model the quantized one is timed against, the quantized model files).
+    """
     if backend == "openvino":
         model = nncf_ptq.float_openvino(encoder, work / "float.xml")
         q = nncf_ptq.quantize_openvino(model, x_calib, preset, accuracy_control=accuracy_control)
@@ -78,7 +94,16 @@ def _quantize_backend(
         )
     from edgepath.export.onnx import export_onnx
 
-    export_onnx(encoder, work / "float.onnx", opset=17, batch_dynamic=True)
+    export_onnx(encoder, work / "export.onnx", opset=17, batch_dynamic=True)
+    if backend == "ort":
+        from edgepath.quantize import ort_native
+
+        # the float twin is the fused float graph, so the speed-up shown is INT8's alone
+        ort_native.optimize_vit(work / "export.onnx", work / "float.onnx", x_calib[:8])
+        return work / "float.onnx", [
+            ort_native.quantize_dynamic_int8(work / "float.onnx", preset, work / "model.onnx")
+        ]
+    (work / "export.onnx").replace(work / "float.onnx")
     return work / "float.onnx", [
         nncf_ptq.quantize_onnx(work / "float.onnx", x_calib, preset, work / "model.onnx")
     ]
@@ -151,8 +176,9 @@ def quantize_model(
         for backend in p.backends():
             work = Path(tmp) / backend
             work.mkdir()
-            step(f"quantizing with NNCF on {backend} ({p.precision})")
-            float_file, q_files = _quantize_backend(
+            tool = "ONNX Runtime" if backend == "ort" else "NNCF"
+            step(f"quantizing with {tool} on {backend} ({p.precision})")
+            float_file, q_files = quantize_backend(
                 backend, encoder, work, x_cal, p, accuracy_control=ac
             )
             step(f"gating {backend}")
@@ -252,6 +278,21 @@ def _time_all(
         log.info("%s: %s %.1f tiles/s vs fp32 %.1f (x%.2f)", b, p.precision, q, f32, q / f32)
 
 
+FORMATS = {
+    "openvino": "openvino-ir",
+    "onnx": "onnx-qdq",
+    "ort": "onnx-ort-fused-dynamic-int8",
+}
+
+
+def _tool(backend: str) -> str:
+    if backend == "ort":
+        from edgepath.quantize.ort_native import ort_version
+
+        return f"onnxruntime {ort_version()} (quantize_dynamic)"
+    return f"nncf {nncf_ptq.nncf_version()}"
+
+
 def _choose(results: dict[str, dict[str, Any]]) -> str:
     """The fastest quantized model among those that pass the gate (else the fastest of all)."""
     passing = [b for b, r in results.items() if r["gate"].passed]
@@ -320,14 +361,15 @@ def _manifest(
         scheme={
             "scheme": p.scheme,
             "model_type": p.model_type,
-            "smooth_quant_alpha": p.smooth_quant_alpha,
-            "format": "openvino-ir" if chosen == "openvino" else "onnx-qdq",
+            "smooth_quant_alpha": None if chosen == "ort" else p.smooth_quant_alpha,
+            "activations": "dynamic per batch" if chosen == "ort" else "static (calibrated)",
+            "format": FORMATS[chosen],
             "emulated": bool(p.fp8),
             "note": fp8_note,
         },
         backend={
             "name": chosen,
-            "tool": f"nncf {nncf_ptq.nncf_version()}",
+            "tool": _tool(chosen),
             "accuracy_control": accuracy_control,
             "selection": "measured" if len(results) > 1 else "preset",
         },

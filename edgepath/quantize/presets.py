@@ -10,10 +10,13 @@ from edgepath.errors import ConfigError
 Precision = Literal["int8", "fp8-e4m3", "fp8-e5m2"]
 #: ``auto`` quantizes with every backend in ``candidates`` and keeps the fastest INT8 model on this
 #: machine that passes the gate (measured, not assumed: see docs/quantize.md).
-Backend = Literal["auto", "openvino", "onnx"]
-BACKENDS: tuple[str, ...] = ("openvino", "onnx")
+#: ``openvino``: NNCF on OpenVINO IR; ``onnx``: NNCF QDQ ONNX (also what TensorRT builds from);
+#: ``ort``: ONNX Runtime's own path (fused transformer graph + dynamic INT8 MatMuls,
+#: ``edgepath.quantize.ort_native``), INT8 only.
+Backend = Literal["auto", "openvino", "onnx", "ort"]
+BACKENDS: tuple[str, ...] = ("openvino", "onnx", "ort")
 #: The runtime that runs each backend's output.
-ENGINE_OF: dict[str, str] = {"openvino": "openvino", "onnx": "onnxruntime"}
+ENGINE_OF: dict[str, str] = {"openvino": "openvino", "onnx": "onnxruntime", "ort": "onnxruntime"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class QuantizePreset:
         calibration_tiles: Tiles sampled across the calibration slides (NNCF's subset size).
         heldout_tiles: Tiles kept apart for the gate (never used for calibration).
         speed_batch: Batch used to measure tiles/s (FP32 vs quantized, side by side).
+        per_channel: ``ort`` backend: per-output-channel weight scales (else per tensor).
+        reduce_range: ``ort`` backend: 7-bit weights, ONNX Runtime's remedy for u8s8
+            saturation of ``vpmaddubsw`` on AVX2 / AVX-512 CPUs without VNNI.
         ignored_scope: Layers kept in float.
         gate: Fidelity thresholds.
     """
@@ -82,6 +88,8 @@ class QuantizePreset:
     calibration_tiles: int = 300
     heldout_tiles: int = 64
     speed_batch: int = 8
+    per_channel: bool = False
+    reduce_range: bool = False
     ignored_scope: IgnoredScope = field(default_factory=IgnoredScope)
     gate: GateSpec = field(default_factory=GateSpec)
 
@@ -104,6 +112,11 @@ class QuantizePreset:
         if bad or not self.candidates:
             raise ConfigError(
                 f"key 'candidates' has {bad or 'nothing'}; expected some of: {', '.join(BACKENDS)}"
+            )
+        if "ort" in self.backends() and self.precision != "int8":
+            raise ConfigError(
+                f"backend 'ort' (ONNX Runtime dynamic INT8) has no {self.precision}; use "
+                '"openvino" for FP8 or set precision = "int8"'
             )
         if self.calibration_tiles < 1:
             raise ConfigError("key 'calibration_tiles' must be at least 1 (NNCF advises 300)")

@@ -49,6 +49,11 @@ def test_gemm_ceiling_rows_and_errors() -> None:
         )
         assert res["gflops"] > 0 and res["shapes"][0]["m"] == 64
         assert res["engine"] == engine and res["precision"] == precision
+    # ORT INT8: static (MatMulInteger) and fused dynamic (DynamicQuantizeMatMul) kernels are both
+    # timed; the ceiling takes the faster per shape, so it is at least either kernel's rate
+    assert set(res["kernels"]) == {"ORT MatMulInteger u8s8", "ORT DynamicQuantizeMatMul s8"}
+    assert res["gflops"] >= max(res["kernels"].values()) * (1 - 1e-9)
+    assert res["shapes"][0]["kernel"] in res["kernels"]
     from edgepath.errors import ConfigError
 
     with pytest.raises(ConfigError, match="int8"):
@@ -76,3 +81,7 @@ def test_interleaved_ceiling_samples() -> None:
     # the FLOP-weighted rate lies between the per-shape rates
     rates = sorted(s["gflops"] for s in r["shapes"])
     assert rates[0] * 0.5 <= r["gflops"] <= rates[1] * 2
+    c8 = gemm.Ceiling("onnxruntime", "int8", [(32, 16, 24, 1)], threads=1, min_time=0.0)
+    c8.sample()
+    r8 = c8.result()
+    assert len(r8["kernels"]) == 2 and r8["gflops"] >= max(r8["kernels"].values()) * (1 - 1e-9)

@@ -14,7 +14,7 @@ def test_shipped_presets_cover_the_issue() -> None:
     names = set(cards.card_paths("quantize"))
     assert {"int8-cpu", "int8-tensorrt", "fp8-e4m3", "fp8-e5m2"} <= names
     cpu = cards.load("quantize", "int8-cpu")
-    assert cpu.backend == "auto" and set(cpu.backends()) == {"onnx", "openvino"}
+    assert cpu.backend == "auto" and set(cpu.backends()) == {"ort", "onnx", "openvino"}
     assert cpu.model_type == "transformer" and cpu.calibration_tiles >= 300
     assert (cpu.gate.min_cosine, cpu.gate.min_cosine_p1) == (0.99, 0.97)
     trt = cards.load("quantize", "int8-tensorrt")

@@ -60,7 +60,7 @@ def test_int8_cpu_measures_both_backends_passes_and_runs(
     assert code == 0, err
     data = json.loads(stdout)  # exactly one JSON object on stdout (NNCF's bars go to stderr)
     assert data["status"] == "ok" and data["precision"] == "int8"
-    assert set(data["speed"]) == {"onnx", "openvino"}  # both measured side by side
+    assert set(data["speed"]) == {"ort", "onnx", "openvino"}  # all measured side by side
     fastest = max(data["speed"], key=lambda b: data["speed"][b]["quantized_tiles_per_s"])
     assert data["backend"] == fastest  # picked by measurement, not by name
     assert data["figures"]["cosine"] >= 0.99 and data["figures"]["cosine_p1"] >= 0.97
