@@ -212,6 +212,14 @@ def _quantize_int8(
     return folder
 
 
+def _reuse(folder: Path) -> Path | None:
+    """A variant prepared by an earlier run with the same ``workdir`` (its manifest written last)."""
+    if (folder / "edgepath.json").is_file():
+        log.info("reusing the variant prepared in %s", folder)
+        return folder
+    return None
+
+
 def open_variants(
     model: ModelRef,
     *,
@@ -244,12 +252,16 @@ def open_variants(
                     target = model.encoder
                 elif precision == "fp32":
                     if "fp32" not in prepared:
-                        prepared["fp32"] = _export_float(model, workdir / "fp32")
+                        prepared["fp32"] = _reuse(workdir / "fp32") or _export_float(
+                            model, workdir / "fp32"
+                        )
                     target = prepared["fp32"]
                 elif precision == "int8":
                     k = f"int8-{engine}"
                     if k not in prepared:
-                        prepared[k] = _quantize_int8(model, workdir / k, engine=engine)
+                        prepared[k] = _reuse(workdir / k) or _quantize_int8(
+                            model, workdir / k, engine=engine
+                        )
                     target = prepared[k]
                 else:
                     raise ConfigError(f"no {precision} variant can be prepared on {engine}")
@@ -421,7 +433,9 @@ def run_throughput(
         tissue_mm2: Else this tissue area (default 150 mm²: about 12,000 tiles of 224 px at
             0.5 mpp, a typical resection slide).
         ceiling: Measure the GEMM ceiling per engine/precision at each model's shapes.
-        workdir: Where exported/quantized variants go (a temporary folder by default).
+        workdir: Where exported/quantized variants go (a temporary folder by default); variants
+            already prepared there by an earlier run are reused, so a timing run can skip the
+            export and quantization work.
         on_step: Progress callback.
 
     Returns:

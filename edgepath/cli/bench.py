@@ -132,6 +132,13 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
 )
 @click.option("--no-ceiling", is_flag=True, help="Skip the GEMM ceiling micro-benchmark.")
 @click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep exported/quantized variants here and reuse those already there "
+    "(default: a temporary folder).",
+)
+@click.option(
     "--compare",
     is_flag=True,
     help="Two MODELS: teacher (torch fp32) vs student (fastest of --engines x "
@@ -165,6 +172,7 @@ def throughput(
     tiles_per_slide: int | None,
     tissue_mm2: float,
     no_ceiling: bool,
+    workdir: Path | None,
     compare: bool,
     workers: int,
     out: Path | None,
@@ -214,6 +222,7 @@ def throughput(
                 tiles_per_slide=tiles_per_slide,
                 tissue_mm2=tissue_mm2,
                 ceiling=not no_ceiling,
+                workdir=workdir,
                 on_step=steps.step,
             )
     if out is not None:

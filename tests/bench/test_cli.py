@@ -172,3 +172,30 @@ def test_compare_teacher_vs_student_on_the_sample_slide(run_cli, sample_slide: P
     assert e2e["candidate"]["n_tiles"] == cand["tiles"]
     assert e2e["candidate"]["wsi_per_min"] == pytest.approx(60 / e2e["candidate"]["seconds"])
     assert e2e["reference"]["n_tiles"] == ref["tiles"]  # small slide: measured, not skipped
+
+
+def test_int8_variant_is_the_quantize_stage_ort_model_and_workdir_is_reused(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from edgepath.bench.throughput import run_throughput
+
+    kw = {
+        "engines": ("onnxruntime",),
+        "precisions": ("int8",),
+        "batches": (2,),
+        "threads": 1,
+        "rounds": 1,
+        "per_round": 1,
+        "ceiling": False,
+        "tiles_per_slide": 10,
+        "workdir": tmp_path,
+    }
+    d = run_throughput(["vit-test14"], **kw)
+    (row,) = d["rows"]
+    assert row["quantized_by"] == "ort"  # int8-cpu's first onnxruntime candidate
+    model = next(tmp_path.glob("*/int8-onnxruntime/model.onnx"))
+    stamp = model.stat().st_mtime_ns
+    again = run_throughput(["vit-test14"], **kw)
+    assert again["rows"][0]["quantized_by"] == "ort"
+    assert model.stat().st_mtime_ns == stamp  # prepared once, reused
