@@ -89,7 +89,7 @@ def test_fused_float_graph_is_the_same_function(files, encoder, x) -> None:
     ops = _ops(files["fused"])
     depth = len(encoder.backbone.blocks) if hasattr(encoder, "backbone") else 2
     assert ops["MultiHeadAttention"] == depth
-    assert ops["SkipLayerNormalization"] >= depth  # residual add + LayerNorm, one pass
+    assert ops["LayerNormalization"] == 2 * depth + 1
     assert ops["Softmax"] == 0 and ops["Transpose"] <= 1  # attention core fully replaced
     with torch.inference_mode():
         ref = encoder(torch.from_numpy(x)).numpy()
