@@ -65,22 +65,41 @@ class Recipe(nn.Module):
     def teacher_means(
         self, teachers: list[Teacher], source: Source, *, n_items: int = 64
     ) -> dict[str, torch.Tensor]:
-        """Mean of every teacher feature over the first ``n_items`` training items (view 0).
+        """Mean of every teacher feature over ``n_items`` training items (view 0) spread evenly
+        over the training set, and ``"<key>.rms"``: the RMS length of each centred target row
+        that ``target_rows`` names (the scale a scale-free cosine head output is given back).
 
-        Deterministic and rounded like the cache, so cached, live and resumed runs agree.
+        Deterministic and rounded like the cache, so cached, live and resumed runs agree. The
+        items are spread over the whole (slide-by-slide, row-by-row) list: its first items would
+        all come from one slide's top rows and bias the mean.
         """
         from edgepath.distill.cache import CACHE_DTYPE, as_stored
 
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        for a in range(0, min(n_items, len(source.train)), 16):
-            idx = range(a, min(a + 16, n_items, len(source.train)))
+        sq: dict[str, torch.Tensor] = {}
+        rows: dict[str, int] = {}
+        picks = spread(len(source.train), n_items)
+        for a in range(0, len(picks), 16):
+            idx = picks[a : a + 16]
             x = torch.stack([self.views(source, i, source.train[i], 0)["teacher"] for i in idx])
-            for k, v in as_stored(self.teacher_features(teachers, x), CACHE_DTYPE).items():
+            feats = as_stored(self.teacher_features(teachers, x), CACHE_DTYPE)
+            for k, v in feats.items():
                 flat = v.reshape(-1, v.shape[-1]).double()
                 sums[k] = sums.get(k, 0) + flat.sum(0)
                 counts[k] = counts.get(k, 0) + flat.shape[0]
-        return {k: (sums[k] / counts[k]).float() for k in sums}
+            for k, r in self.target_rows(feats).items():
+                sq[k] = sq.get(k, 0) + r.double().pow(2).sum()
+                rows[k] = rows.get(k, 0) + r.shape[0]
+        out = {k: (sums[k] / counts[k]).float() for k in sums}
+        for k in sq:  # E|r - mu|^2 = E|r|^2 - |mu|^2 (E r = mu: every row averages k's rows)
+            var = sq[k] / rows[k] - (sums[k] / counts[k]).pow(2).sum()
+            out[f"{k}.rms"] = var.clamp(min=0).sqrt().float()
+        return out
+
+    def target_rows(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The embedding targets a head predicts, as (N, D) rows per feature (default: none)."""
+        return {}
 
     def teacher_features(self, teachers: list[Teacher], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher outputs for a batch of teacher views (B, ...) -> {name: (B, ...)}."""
@@ -114,6 +133,15 @@ class Recipe(nn.Module):
     def to_teacher_space(self, tokens) -> torch.Tensor:
         """The student's prediction of the (first) teacher's embedding."""
         raise NotImplementedError
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k >= n``)."""
+    import numpy as np
+
+    if k >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, k).round().astype(int))]
 
 
 def _device(module: nn.Module) -> torch.device:

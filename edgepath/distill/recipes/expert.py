@@ -15,6 +15,7 @@ from edgepath.distill.heads import ProjectionHead
 from edgepath.distill.losses import FeatureAlignLoss
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes.base import Recipe
+from edgepath.distill.recipes.xmag import to_teacher_space
 from edgepath.distill.teachers import Teacher, resample_grid
 
 
@@ -36,6 +37,7 @@ class ExpertRecipe(Recipe):
         for j, t in enumerate(teachers):
             self.register_buffer(f"emb_mean{j}", torch.zeros(t.embed_dim))
             self.register_buffer(f"patch_mean{j}", torch.zeros(t.token_dim))
+            self.register_buffer(f"emb_scale{j}", torch.zeros(()))
         self.cls_loss = FeatureAlignLoss(cos_weight=1.0)
         self.patch_loss = FeatureAlignLoss(
             cos_weight=lc.patch_cos_weight, smooth_l1_weight=lc.patch_smooth_l1_weight
@@ -52,6 +54,7 @@ class ExpertRecipe(Recipe):
             for j in range(len(teachers)):
                 getattr(self, f"emb_mean{j}").copy_(means[f"emb{j}"])
                 getattr(self, f"patch_mean{j}").copy_(means[f"patches{j}"])
+                getattr(self, f"emb_scale{j}").copy_(means[f"emb{j}.rms"])
         if self.h0mini is not None:
             self.h0mini.calibrate(teachers[:1], source)
 
@@ -59,6 +62,9 @@ class ExpertRecipe(Recipe):
         if self.h0mini is None:
             return {}
         return self.h0mini.student_extra(source, item, step=step, slot=slot)
+
+    def target_rows(self, feats):
+        return {k: v.flatten(0, 1) for k, v in feats.items() if k.startswith("emb")}
 
     @torch.no_grad()
     def teacher_features(self, teachers, x):
@@ -95,7 +101,12 @@ class ExpertRecipe(Recipe):
         return total, logs
 
     def to_teacher_space(self, tokens):
-        return self.cls_heads[0](tokens.cls) + self.emb_mean0
+        return self.in_teacher_space(0, tokens.cls)
+
+    def in_teacher_space(self, j: int, cls: torch.Tensor) -> torch.Tensor:
+        """Teacher j's CLS head output back in its embedding space (see xmag.to_teacher_space)."""
+        h = self.cls_heads[j](cls)
+        return to_teacher_space(h, getattr(self, f"emb_mean{j}"), getattr(self, f"emb_scale{j}"))
 
     @torch.no_grad()
     def evaluate_all(self, student, teachers, source, items):
@@ -105,7 +116,7 @@ class ExpertRecipe(Recipe):
         tok = student.forward_tokens(self.student_input(x).to(dev))
         return [
             (
-                (self.cls_heads[j](tok.cls) + getattr(self, f"emb_mean{j}")).float().cpu(),
+                self.in_teacher_space(j, tok.cls).float().cpu(),
                 t.tokens(x)[1].cpu(),
             )
             for j, t in enumerate(teachers)

@@ -13,7 +13,7 @@ import torch
 from edgepath.distill.heads import DINOHead, FrozenPrototypeHead, ProjectionHead
 from edgepath.distill.losses import DINOLoss, FeatureAlignLoss, IBOTPatchLoss, KoLeoLoss
 from edgepath.distill.recipe import RecipeCard
-from edgepath.distill.recipes.base import Recipe
+from edgepath.distill.recipes.base import Recipe, spread
 from edgepath.distill.teachers import Teacher, resample_grid
 from edgepath.distill.views import (
     color_jitter,
@@ -94,7 +94,7 @@ class H0MiniRecipe(Recipe):
         """Centre the frozen prototype heads on the teacher's mean CLS and patch token.
 
         Teacher tokens share a large common direction (any two tiles have a high raw cosine);
-        subtracting the mean over the first ``n_items`` training tiles (view 0, deterministic,
+        subtracting the mean over ``n_items`` training tiles spread over the set (view 0, deterministic,
         so cached, live and resumed runs agree) makes the random-prototype code describe what
         is specific to each tile. Released heads are left as they are.
         """
@@ -102,7 +102,7 @@ class H0MiniRecipe(Recipe):
             return
         from edgepath.distill.cache import CACHE_DTYPE, as_stored
 
-        items = list(range(min(n_items, len(source.train))))
+        items = spread(len(source.train), n_items)  # over all slides, not one slide's top rows
         cls_sum, patch_sum, n, n_tok = 0.0, 0.0, 0, 0
         for a in range(0, len(items), 16):
             idx = items[a : a + 16]

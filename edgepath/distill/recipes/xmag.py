@@ -53,10 +53,17 @@ class XmagRecipe(Recipe):
         )
         #: the teacher's mean embedding (zeros unless loss.center_targets)
         self.register_buffer("t_mean", torch.zeros(d))
+        #: RMS length of the centred global target (zero unless loss.center_targets)
+        self.register_buffer("t_scale", torch.zeros(()))
 
     def calibrate(self, teachers, source) -> None:
         if self.card.loss.center_targets:
-            self.t_mean.copy_(self.teacher_means(teachers, source)["emb"])
+            means = self.teacher_means(teachers, source)
+            self.t_mean.copy_(means["emb"])
+            self.t_scale.copy_(means["emb.rms"])
+
+    def target_rows(self, feats):
+        return {"emb": feats["emb"].mean(1)}
 
     def views(self, source: Source, index: int, item: Item, view: int, *, teacher: bool = True):
         jit = self.card.views.color_jitter
@@ -101,4 +108,17 @@ class XmagRecipe(Recipe):
         return s_emb.float().cpu(), head.float().cpu(), feats["emb"].mean(1).cpu()
 
     def to_teacher_space(self, tokens):
-        return self.head_g(tokens.cls) + self.t_mean
+        return to_teacher_space(self.head_g(tokens.cls), self.t_mean, self.t_scale)
+
+
+def to_teacher_space(head: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """A head output back in the teacher's embedding space.
+
+    Trained on raw targets (``scale`` 0) the head output is the prediction itself. Trained with
+    a cosine on centred targets it is a direction only (the cosine ignores its length), so it
+    is given the centred targets' RMS length before the teacher mean is added back; otherwise
+    its arbitrary length would decide how far from the mean the prediction lands.
+    """
+    if float(scale) > 0:
+        head = F.normalize(head, dim=-1) * scale
+    return head + mean
