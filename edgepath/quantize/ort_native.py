@@ -362,17 +362,23 @@ def quantize_dynamic_int8(fused_onnx: Path, preset: QuantizePreset, out: Path) -
 
     from edgepath.io import atomic_path
 
-    with atomic_path(out, suffix=".onnx") as tmp, contextlib.redirect_stdout(sys.stderr):
-        quantize_dynamic(
-            str(fused_onnx),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=preset.per_channel,
-            reduce_range=preset.reduce_range,
-            op_types_to_quantize=["MatMul"],
-            extra_options={
-                "MatMulConstBOnly": True,  # weights only; attention runs in fused FP32
-                "DefaultTensorType": onnx.TensorProto.FLOAT,  # outputs of contrib ops
-            },
-        )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # ORT's quantizer logs one INFO line per tensor
+    try:
+        with atomic_path(out, suffix=".onnx") as tmp, contextlib.redirect_stdout(sys.stderr):
+            quantize_dynamic(
+                str(fused_onnx),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=preset.per_channel,
+                reduce_range=preset.reduce_range,
+                op_types_to_quantize=["MatMul"],
+                extra_options={
+                    "MatMulConstBOnly": True,  # weights only; attention runs in fused FP32
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,  # outputs of contrib ops
+                },
+            )
+    finally:
+        root.setLevel(level)
     return Path(out)
