@@ -36,6 +36,18 @@ COMMON = [
     "loss.proj_hidden_dim=256",
 ]
 
+# expert / h0mini: non-overlapping 0.5 mpp tiles, 600 to train on, 256 held out
+TILE_DATA = [
+    "--set",
+    "data.stride=1.0",
+    "--set",
+    "data.eval_stride=1.0",
+    "--set",
+    "data.max_items=600",
+    "--set",
+    "train.eval_tiles=256",
+]
+
 RUNS: dict[str, list[str]] = {
     "xmag": [
         "--teacher",
@@ -56,26 +68,12 @@ RUNS: dict[str, list[str]] = {
         "tiny-teacher",
         "--teacher",
         "small-teacher",
-        "--set",
-        "data.stride=1.0",
-        "--set",
-        "data.eval_stride=1.0",
-        "--set",
-        "data.max_items=600",
-        "--set",
-        "train.eval_tiles=256",
+        *TILE_DATA,
     ],
     "h0mini": [
         "--teacher",
         "tiny-teacher",
-        "--set",
-        "data.stride=1.0",
-        "--set",
-        "data.eval_stride=1.0",
-        "--set",
-        "data.max_items=600",
-        "--set",
-        "train.eval_tiles=256",
+        *TILE_DATA,
         "--set",
         "views.global_crops=1",
         "--set",
