@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows = [json.loads(ln) for ln in args.rows.read_text().splitlines() if ln.strip()]
     labels = [
         f"{r['model'].split(' ')[0]}\n{r['engine']}, {r['n_tiles']} tiles\nbatch {r['batch']}, "
-        f"{r['workers']} reader(s)"
+        f"{r['workers']} reader(s), load avg {r.get('load_avg_1m', float('nan')):.0f}"
         for r in rows
     ]
     xs = list(range(len(rows)))
