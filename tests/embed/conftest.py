@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+
+
+def wait_for(cond, timeout: float, what: str, *, poll: float = 0.02) -> None:
+    """Poll ``cond()`` until true; fail the test naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
 
 
 @pytest.fixture(scope="session")

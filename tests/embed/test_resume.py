@@ -14,17 +14,39 @@ import numpy as np
 import pytest
 
 from edgepath.embed.features import read_features
+from tests.embed.conftest import wait_for
 
 
-def _wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def _slides(sample_slide, tmp_path, names: str):
+    """A folder with one copy of the sample slide per name (distinct files, distinct outputs)."""
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for n in names:
+        shutil.copy(sample_slide, slides / f"{n}.svs")
+    return slides
 
 
-@pytest.mark.slow
+def _embed_cmd(model, slides, out, *extra: str) -> list[str]:
+    """``edgepath embed`` on onnxruntime with one reader process, JSON summary on stdout."""
+    return [
+        sys.executable,
+        "-m",
+        "edgepath",
+        "-q",
+        "embed",
+        str(model),
+        str(slides),
+        "-o",
+        str(out),
+        "--engine",
+        "onnxruntime",
+        "--workers",
+        "1",
+        *extra,
+        "--json",
+    ]
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for d in os.listdir("/proc"):
@@ -46,34 +68,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
-    slides = tmp_path / "slides"
-    slides.mkdir()
-    for n in ("a", "b", "c"):
-        shutil.copy(sample_slide, slides / f"{n}.svs")
+    slides = _slides(sample_slide, tmp_path, "abc")
     out = tmp_path / "feats"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgepath",
-        "-q",
-        "embed",
-        str(tiny_model),
-        str(slides),
-        "-o",
-        str(out),
-        "--engine",
-        "onnxruntime",
-        "--workers",
-        "1",
-        "--batch",
-        "4",
-        "--json",
-    ]
+    cmd = _embed_cmd(tiny_model, slides, out, "--batch", "4")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
-        _wait_for(lambda: (out / ".b.h5.lock").exists(), 60, "the lock of b")
+        wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
+        wait_for(lambda: (out / ".b.h5.lock").exists(), 60, "the lock of b")
         time.sleep(0.3)  # inside b's embedding
         readers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
@@ -81,7 +84,7 @@ def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     assert readers  # the reader processes (and multiprocessing's resource tracker) ...
-    _wait_for(lambda: not any(_alive(p) for p in readers), 30, "orphaned readers to exit")
+    wait_for(lambda: not any(_alive(p) for p in readers), 30, "orphaned readers to exit")
     assert not (out / "b.h5").exists() and not (out / "c.h5").exists()
     assert (out / ".b.h5.lock").exists()  # a dead process's lock ...
     a_mtime = (out / "a.h5").stat().st_mtime_ns
@@ -101,27 +104,9 @@ def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_share_the_work(tiny_model, sample_slide, tmp_path):
-    slides = tmp_path / "slides"
-    slides.mkdir()
-    for n in ("a", "b", "c", "d"):
-        shutil.copy(sample_slide, slides / f"{n}.svs")
+    slides = _slides(sample_slide, tmp_path, "abcd")
     out = tmp_path / "feats"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgepath",
-        "-q",
-        "embed",
-        str(tiny_model),
-        str(slides),
-        "-o",
-        str(out),
-        "--engine",
-        "onnxruntime",
-        "--workers",
-        "1",
-        "--json",
-    ]
+    cmd = _embed_cmd(tiny_model, slides, out)
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

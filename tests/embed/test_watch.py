@@ -13,18 +13,11 @@ import numpy as np
 import pytest
 
 from edgepath.embed.features import read_features
+from tests.embed.conftest import wait_for
 
 
 def _lines(path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln[:2] == "20"]  # timestamped lines
-
-
-def _wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -56,7 +49,7 @@ def test_watch_inbox(tiny_model, sample_slide, tmp_path):
     with open(err_path, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        _wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
+        wait_for(lambda: (out / "a.h5").exists(), 120, "a.h5")
         # A scanner writing b.svs slowly: a chunk every 0.3 s, never still for the 1 s settle.
         data = sample_slide.read_bytes()
         chunks = np.array_split(np.frombuffer(data, np.uint8), 12)
@@ -66,10 +59,10 @@ def test_watch_inbox(tiny_model, sample_slide, tmp_path):
                 f.flush()
                 time.sleep(0.3)
         (inbox / "c.svs").write_bytes(b"II*\x00 a truncated scan" * 100)  # a bad slide
-        _wait_for(lambda: (out / "b.h5").exists(), 60, "b.h5")
-        _wait_for(lambda: any("c.svs" in ln for ln in _lines(err_path)), 30, "c's log line")
+        wait_for(lambda: (out / "b.h5").exists(), 60, "b.h5")
+        wait_for(lambda: any("c.svs" in ln for ln in _lines(err_path)), 30, "c's log line")
         shutil.copy(sample_slide, inbox / "d.svs")  # after the bad one: still going
-        _wait_for(lambda: (out / "d.h5").exists(), 60, "d.h5")
+        wait_for(lambda: (out / "d.h5").exists(), 60, "d.h5")
         time.sleep(1.5)  # a few more polls: nothing is done twice
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=30)
