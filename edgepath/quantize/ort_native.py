@@ -288,17 +288,12 @@ def _rebuild(model: onnx.ModelProto, nodes: list[Any]) -> None:
     del g.value_info[:]
 
 
-def _session(path: Path, threads: int | None = None) -> Any:
+def _embed(path: Path, x: np.ndarray) -> np.ndarray:
+    """Outputs of the ONNX file at ``path`` on ``x``, in batches of 8 (CPU provider)."""
     ort = require("onnxruntime", "onnxruntime", purpose="ONNX Runtime INT8")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _embed(path: Path, x: np.ndarray) -> np.ndarray:
-    s = _session(path)
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     return np.concatenate([s.run(None, {name: x[i : i + 8]})[0] for i in range(0, len(x), 8)])
 
@@ -320,6 +315,7 @@ def optimize_vit(float_onnx: Path, out: Path, check: np.ndarray) -> dict[str, An
     import onnx
 
     from edgepath.io import atomic_path
+    from edgepath.metrics import rowwise_cosine
 
     require("onnxruntime", "onnxruntime", purpose="ONNX Runtime INT8")
     model = onnx.load(str(float_onnx))
@@ -331,12 +327,7 @@ def optimize_vit(float_onnx: Path, out: Path, check: np.ndarray) -> dict[str, An
     with atomic_path(out, suffix=".onnx") as tmp:
         onnx.save(model, str(tmp))
     a, b = _embed(Path(float_onnx), check), _embed(Path(out), check)
-    cos = float(
-        np.min(
-            np.sum(a * b, 1)
-            / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-        )
-    )
+    cos = float(rowwise_cosine(a, b).min())
     stats["parity_cosine_min"] = cos
     if not cos >= FUSION_MIN_COSINE:
         raise ToleranceError(
