@@ -303,7 +303,17 @@ def build_source(
         train, held = folder_items(tiles, holdout=data.holdout)
         src = Source("tiles", train, held, tile_px=data.tile_px, mpp=mpp, from_slides=False)
     if data.max_items and len(src.train) > data.max_items:  # an even, deterministic subset
-        keep = np.unique(np.linspace(0, len(src.train) - 1, data.max_items).round().astype(int))
-        src.train = [src.train[i] for i in keep]
+        src.train = [src.train[i] for i in spread(len(src.train), data.max_items)]
     log.info("%d training and %d held-out %s", len(src.train), len(src.heldout), src.kind)
     return src
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k >= n``).
+
+    Item lists run slide by slide, row by row: an even spread, not the first ``k``, samples every
+    slide (training subsets, centring means, held-out evaluation).
+    """
+    if k >= n:
+        return list(range(n))
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, k).round().astype(int))]

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgepath.distill.data import Source
+from edgepath.distill.data import Source, spread
 from edgepath.distill.recipe import RecipeCard, to_toml
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,9 @@ def heldout_subset(items: list, n: int) -> list:
     slide's top rows of overlapping boxes, whose nearest neighbours are mostly their overlapping
     neighbours for any two models, which inflates kNN agreement and hides the other slides.
     """
-    import numpy as np
-
-    if n <= 0 or len(items) <= n:
+    if n <= 0:
         return list(items)
-    keep = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
-    return [items[i] for i in keep]
+    return [items[i] for i in spread(len(items), n)]
 
 
 def _knn_centered(a, b, k: int = 10) -> float | None:

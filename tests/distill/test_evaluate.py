@@ -6,8 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgepath.distill.data import spread
 from edgepath.distill.evaluate import _knn_centered, heldout_subset
-from edgepath.distill.recipes.base import spread
 from edgepath.distill.recipes.xmag import to_teacher_space
 
 

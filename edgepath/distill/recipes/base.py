@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgepath.distill.data import Item, Source
+from edgepath.distill.data import Item, Source, spread
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.teachers import Teacher
 from edgepath.distill.views import generator, global_crops, normalize
@@ -133,15 +133,6 @@ class Recipe(nn.Module):
     def to_teacher_space(self, tokens) -> torch.Tensor:
         """The student's prediction of the (first) teacher's embedding."""
         raise NotImplementedError
-
-
-def spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k >= n``)."""
-    import numpy as np
-
-    if k >= n:
-        return list(range(n))
-    return [int(i) for i in np.unique(np.linspace(0, n - 1, k).round().astype(int))]
 
 
 def _device(module: nn.Module) -> torch.device:

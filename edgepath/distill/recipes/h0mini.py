@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from edgepath.distill.data import spread
 from edgepath.distill.heads import DINOHead, FrozenPrototypeHead, ProjectionHead
 from edgepath.distill.losses import DINOLoss, FeatureAlignLoss, IBOTPatchLoss, KoLeoLoss
 from edgepath.distill.recipe import RecipeCard
-from edgepath.distill.recipes.base import Recipe, spread
+from edgepath.distill.recipes.base import Recipe
 from edgepath.distill.teachers import Teacher, resample_grid
 from edgepath.distill.views import (
     color_jitter,
