@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import statistics
 import tempfile
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -439,10 +441,14 @@ def run_throughput(
         on_step: Progress callback.
 
     Returns:
-        ``{"kind": "throughput", "machine", "settings", "rows", "ceilings", "skipped"}``.
+        ``{"kind": "throughput", "machine", "settings", "rows", "ceilings", "skipped", "when"}``;
+        ``when`` holds the UTC start and end of the run and the load average at its start
+        (``machine.load_avg`` is taken at the end), so a result says when and under what load
+        it was measured.
     """
     from edgepath.bench.gemm import PRECISIONS, Ceiling, model_shapes
 
+    when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": _load_avg()}
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgepath-bench-")
@@ -556,10 +562,24 @@ def run_throughput(
             "rows": rows,
             "ceilings": ceilings,
             "skipped": skipped,
+            "when": {**when, "finished_utc": _utc_now()},
         }
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-12-02T03:18:00+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_avg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:

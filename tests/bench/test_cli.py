@@ -69,6 +69,18 @@ def test_throughput_rows(throughput_run: tuple[dict, Path]) -> None:
     assert (out / "throughput.json").is_file()
 
 
+def test_throughput_result_says_when_and_under_what_load(throughput_run: tuple[dict, Path]) -> None:
+    from datetime import datetime, timedelta
+
+    d, _ = throughput_run
+    start = datetime.fromisoformat(d["when"]["started_utc"])
+    end = datetime.fromisoformat(d["when"]["finished_utc"])
+    assert start.utcoffset() == end.utcoffset() == timedelta(0)  # UTC, as the docs quote it
+    assert start <= end < start + timedelta(hours=1)
+    load = d["when"]["load_avg_start"]
+    assert load is None or (len(load) == 3 and all(x >= 0 for x in load))
+
+
 def test_tissue_area_tile_count() -> None:
     from edgepath.bench.throughput import tiles_for_area
 
