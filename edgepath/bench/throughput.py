@@ -14,9 +14,9 @@ mpp (``vit-s14@2.0``). Float variants for onnxruntime/openvino are exported with
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import tempfile
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence

@@ -119,6 +119,31 @@ def test_int8_graph_runs_fused_int8_kernels_and_stays_close(files, x, tmp_path) 
     assert _cos(q, ref).min() > 0.99
 
 
+def test_qkv_biases_ride_on_the_int8_matmuls_not_on_attention(files, tmp_path) -> None:
+    """Each Q/K/V bias is folded into its MatMulIntegerToFloat (free in the GEMM's output
+    stage), so MultiHeadAttention gets no bias input and skips its separate bias pass."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(files["int8"]), opts, providers=["CPUExecutionProvider"])
+    g = onnx.load(str(tmp_path / "opt.onnx")).graph
+    prod = {o: n for n in g.node for o in n.output}
+    mha = [n for n in g.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha) == 2
+    for n in mha:
+        assert len([i for i in n.input if i]) == 3  # query, key, value: no bias
+        for qkv in n.input[:3]:
+            mm = prod[qkv]
+            assert mm.op_type == "MatMulIntegerToFloat" and len(mm.input) == 7 and mm.input[6]
+    fused = onnx.load(str(files["fused"])).graph
+    for n in fused.node:
+        if n.op_type == "MultiHeadAttention":
+            assert len(n.input) == 3
+
+
 def test_dynamic_scales_depend_little_on_batch_mates(files, x) -> None:
     """Activation scales are per batch: one tile alone vs in a batch of 16 stays ~identical."""
     batched = _run(files["int8"], x)
