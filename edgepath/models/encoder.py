@@ -74,8 +74,10 @@ def build_backbone(spec: EncoderSpec, *, pretrained: bool = False) -> nn.Module:
         model_cls = getattr(transformers, arch.name)
         return model_cls(config_cls(**kwargs))
     if arch.library == "edgepath":
-        from edgepath.models.conch import ARCHITECTURES
+        from edgepath.models.conch import ARCHITECTURES as CONCH
+        from edgepath.models.standin import ARCHITECTURES as STANDIN
 
+        ARCHITECTURES = {**CONCH, **STANDIN}
         if arch.name not in ARCHITECTURES:
             raise ConfigError(
                 f"unknown edgepath architecture '{arch.name}'; expected one of: "
