@@ -50,8 +50,6 @@ TILE_DATA = [
 
 RUNS: dict[str, list[str]] = {
     "xmag": [
-        "--teacher",
-        "tiny-teacher",
         "--set",
         "data.min_tissue=0.3",
         "--set",
@@ -64,15 +62,9 @@ RUNS: dict[str, list[str]] = {
         "train.eval_tiles=128",
     ],
     "expert": [
-        "--teacher",
-        "tiny-teacher",
-        "--teacher",
-        "small-teacher",
         *TILE_DATA,
     ],
     "h0mini": [
-        "--teacher",
-        "tiny-teacher",
         *TILE_DATA,
         "--set",
         "views.global_crops=1",
@@ -89,6 +81,23 @@ RUNS: dict[str, list[str]] = {
         "--set",
         "loss.teacher_temp_warmup_steps=0",
     ],
+}
+
+#: Stand-in teachers per recipe. ``histo``: deterministic encoders of stain, nuclei and texture
+#: (edgepath/models/standin.py), whose neighbourhoods are tissue properties a student can learn;
+#: ``random``: random-weight ViTs, whose fine neighbourhoods are pixel-space accidents (the first
+#: acceptance runs; see docs/distill.md).
+TEACHERS: dict[str, dict[str, list[str]]] = {
+    "histo": {
+        "xmag": ["histo-teacher"],
+        "expert": ["histo-teacher", "histo-teacher-b"],
+        "h0mini": ["histo-teacher"],
+    },
+    "random": {
+        "xmag": ["tiny-teacher"],
+        "expert": ["tiny-teacher", "small-teacher"],
+        "h0mini": ["tiny-teacher"],
+    },
 }
 
 KEYS = (
@@ -109,6 +118,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8, help="per process")
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--teachers", choices=list(TEACHERS), default="histo", help="stand-in family")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra override")
     args = ap.parse_args()
     out = Path(args.out)
@@ -117,12 +127,13 @@ def main() -> None:
     rows = []
     for name in args.recipes:
         extra = [a for s in args.sets for a in ("--set", s)]
+        teacher_args = [a for t in TEACHERS[args.teachers][name] for a in ("--teacher", t)]
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc),
             "-m", "edgepath", "distill", name, "--slides", args.slides,
             "-o", str(out / name), "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--json", "--cache-dir", str(out / f"{name}-cache"),
-            *COMMON, *RUNS[name], *extra,
+            *COMMON, *RUNS[name], *teacher_args, *extra,
         ]  # fmt: skip
         print("$", " ".join(cmd), flush=True)
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -1,0 +1,102 @@
+"""How much of a stand-in teacher an untrained student already knows (distillation test design).
+
+A stand-in teacher is only a fair test of distillation if a student has to *learn* it. This
+script fits a ridge read-out from a random-weight student's embedding to each stand-in teacher's
+embedding on training tiles and reports, on held-out tiles, the centred cosine and kNN-10
+agreement that read-out reaches without any training; and, for reference, the kNN-10 agreement
+of a prediction that has a given centred cosine with the teacher (isotropic noise added to the
+centred teacher embedding), i.e. how faithful a student must be for its neighbourhoods to agree::
+
+    python benchmarks/standin_predictability.py --slides runs/slides
+
+Tiles: the distillation data split (``data.holdout`` 0.3, non-overlapping 0.5 mpp tiles), an
+even spread of 256 training and 256 held-out tiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from edgepath.distill.data import build_source, spread
+from edgepath.distill.views import normalize, resize
+from edgepath.metrics import knn_agreement
+from edgepath.models import load_model
+
+
+def embed(name: str, x: torch.Tensor) -> np.ndarray:
+    """Card embedding of [0, 1] tiles with the card's own preprocessing."""
+    enc, _ = load_model(name)
+    enc.eval()
+    inp = enc.spec.input
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(x), 32):
+            out.append(enc(normalize(resize(x[a : a + 32], inp.tile_px), inp.mean, inp.std)))
+    return torch.cat(out).numpy()
+
+
+def centred_cosine(p: np.ndarray, t: np.ndarray, mean: np.ndarray) -> float:
+    """Mean cosine of ``p - mean`` and ``t - mean`` row by row."""
+    a, b = p - mean, t - mean
+    num = (a * b).sum(1)
+    return float(np.mean(num / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slides", required=True)
+    ap.add_argument("--student", default="vit-mini14")
+    ap.add_argument(
+        "--teachers", nargs="*", default=["histo-teacher", "tiny-teacher", "small-teacher"]
+    )
+    ap.add_argument("--n", type=int, default=256)
+    args = ap.parse_args()
+    data = SimpleNamespace(
+        tile_px=224, stride=1.0, eval_stride=1.0, holdout=0.3, min_tissue=0.5, max_items=0
+    )
+    src = build_source("tiles", slides=args.slides, tiles=None, data=data, mpp=0.5)
+    tr = [src.train[i] for i in spread(len(src.train), args.n)]
+    he = [src.heldout[i] for i in spread(len(src.heldout), args.n)]
+    xt = torch.stack([src.tile(i) for i in tr])
+    xh = torch.stack([src.tile(i) for i in he])
+    s_t, s_h = embed(args.student, xt), embed(args.student, xh)
+    rng = np.random.default_rng(0)
+    for name in args.teachers:
+        t_t, t_h = embed(name, xt), embed(name, xh)
+        mu_s, mu_t = s_t.mean(0), t_t.mean(0)
+        a = s_t - mu_s
+        lam = 1e-2 * np.trace(a.T @ a) / a.shape[1]
+        w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (t_t - mu_t))
+        pred = (s_h - mu_s) @ w + mu_t
+        tc = t_h - t_h.mean(0)
+        ev = np.linalg.svd(tc, compute_uv=False) ** 2
+        ev /= ev.sum()
+        curve = {}
+        for c in (0.6, 0.8, 0.9, 0.95, 0.98):
+            noise = rng.standard_normal(tc.shape)
+            noise *= np.linalg.norm(tc, axis=1, keepdims=True) / np.linalg.norm(
+                noise, axis=1, keepdims=True
+            )
+            p = tc + np.sqrt(1 / c**2 - 1) * noise + t_h.mean(0)
+            curve[f"{c:.2f}"] = round(knn_agreement(p, t_h, 10), 3)
+        row = {
+            "teacher": name,
+            "student": f"{args.student} (random weights)",
+            "effective_dim": round(float(1 / np.sum(ev**2)), 2),
+            "random_student_knn10": round(knn_agreement(s_h, t_h, 10), 3),
+            "ridge_centered_cosine": round(centred_cosine(pred, t_h, t_h.mean(0)), 3),
+            "ridge_knn10": round(knn_agreement(pred, t_h, 10), 3),
+            "knn10_at_centered_cosine": curve,
+            "n_train": len(tr),
+            "n_heldout": len(he),
+        }
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
