@@ -1,7 +1,9 @@
 """Held-out fidelity of the three distillation recipes on 2 gloo processes (CPU acceptance run).
 
 Runs ``torchrun --nproc-per-node 2 -m edgepath distill RECIPE ...`` for ``xmag``, ``expert`` and
-``h0mini`` with random-weight stand-in teachers into ``vit-mini14`` on a slide folder, and prints
+``h0mini`` with stand-in teachers (``--teachers histo``: the histology-feature stand-ins of
+edgepath/models/standin.py, the default; ``random``: random-weight ViTs) into ``vit-mini14`` on a
+slide folder, and prints
 init -> final held-out centred cosine and kNN-10 agreement (the student's own embedding vs the
 teacher's, raw and centred; the head output in teacher space, raw and centred)::
 
