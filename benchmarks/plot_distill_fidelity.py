@@ -52,9 +52,10 @@ def main(folder: str, out: str) -> None:
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
     steps = {runs[n]["steps"] for n in names}
+    teachers = sorted({t for n in names for t in runs[n].get("teachers", [])})
     fig.suptitle(
         f"edgepath distill on CPU, 2 gloo processes, {'/'.join(map(str, sorted(steps)))} steps: "
-        "random stand-in teachers -> vit-mini14, held-out tissue"
+        f"stand-in teachers ({', '.join(teachers)}) -> vit-mini14, held-out tissue"
     )
     fig.tight_layout()
     fig.savefig(out, dpi=100)
