@@ -42,7 +42,7 @@ def list_teachers(as_json: bool) -> None:
         for r in d["teachers"]:
             size = f"{r['params_published'] / 1e6:.0f} M" if r["params_published"] else "-"
             emb = f"{r['embedding']} {r['embed_dim']}"
-            where = "stand-in (random)" if r["stand_in"] else f"hf:{r['hf_repo']}"
+            where = "stand-in (seeded, no download)" if r["stand_in"] else f"hf:{r['hf_repo']}"
             gated = " (gated)" if r["gated"] else ""
             click.echo(f"{r['name']:<{width}}  {size:>7}  {emb:<20}  {where}{gated}")
 
@@ -82,7 +82,7 @@ def show_teacher(name: str, as_json: bool) -> None:
         click.echo(f"  embedding    {d['embedding']}, {d['embed_dim']}-d")
         w = c["weights"]
         if c["stand_in"]:
-            click.echo("  weights      seeded random (stand-in: not a pathology model)")
+            click.echo("  weights      none to load: seeded (stand-in, not a pathology model)")
         else:
             click.echo(
                 f"  weights      hf:{w['hf_repo']} {', '.join(w['files'])}"
