@@ -31,7 +31,7 @@ import torch
 
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.views import normalize, resize
-from edgepath.metrics import knn_agreement
+from edgepath.metrics import fidelity, knn_agreement
 from edgepath.models import load_model
 
 
@@ -45,13 +45,6 @@ def embed(name: str, x: torch.Tensor) -> np.ndarray:
         for a in range(0, len(x), 32):
             out.append(enc(normalize(resize(x[a : a + 32], inp.tile_px), inp.mean, inp.std)))
     return torch.cat(out).numpy()
-
-
-def centred_cosine(p: np.ndarray, t: np.ndarray, mean: np.ndarray) -> float:
-    """Mean cosine of ``p - mean`` and ``t - mean`` row by row."""
-    a, b = p - mean, t - mean
-    num = (a * b).sum(1)
-    return float(np.mean(num / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def main() -> None:
@@ -97,7 +90,7 @@ def main() -> None:
             "student": f"{args.student} (random weights)",
             "effective_dim": round(float(1 / np.sum(ev**2)), 2),
             "random_student_knn10": round(knn_agreement(s_h, t_h, 10), 3),
-            "ridge_centered_cosine": round(centred_cosine(pred, t_h, t_h.mean(0)), 3),
+            "ridge_centered_cosine": round(fidelity(pred, t_h)["centered_cosine"], 3),
             "ridge_knn10": round(knn_agreement(pred, t_h, 10), 3),
             "knn10_at_centered_cosine": curve,
             "n_train": len(tr),
@@ -113,7 +106,7 @@ def regress(student: str, xt, xh, t_t: np.ndarray, t_h: np.ndarray, steps: int) 
     torch.manual_seed(0)
     enc, _ = load_model(student)
     inp = enc.spec.input
-    tt, th = torch.from_numpy(t_t), torch.from_numpy(t_h)
+    tt = torch.from_numpy(t_t)
     mu = tt.mean(0)
     head = torch.nn.Linear(enc.embed_dim, tt.shape[1])
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=1e-3, weight_decay=0.04)
@@ -138,7 +131,7 @@ def regress(student: str, xt, xh, t_t: np.ndarray, t_h: np.ndarray, steps: int) 
                     ]
                 )
                 p = head(e)
-            cc = torch.nn.functional.cosine_similarity(p, th - mu).mean().item()
+            cc = fidelity((p + mu).numpy(), t_h, center=mu.numpy())["centered_cosine"]
             row = {
                 "step": step,
                 "train_loss": round(float(loss.detach()), 4),

@@ -32,10 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Ruifrok & Johnston (2001) H, E, DAB optical-density vectors (rows), as in scikit-image's
-#: ``rgb2hed`` and ``edgepath.bench.domains``; normalised, then inverted.
-_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-
 #: Per-channel centre (median) and scale (std) of the pooled patch features (H, E, D, OD, then
 #: in log: |∇H|, |∇E|, DoG+, DoG-, 4 oriented energies, std H, std E, max DoG+), measured once on
 #: 256 training tiles (0.5 mpp) of the shipped sample slide and a synthetic slide built from real
@@ -100,9 +96,11 @@ class HistoFeatureTeacher(nn.Module):
         self.proj_bias = nn.Parameter(0.5 * torch.randn(embed_dim, generator=g))
         self.cls_proj = nn.Parameter(torch.randn(2 * c, embed_dim, generator=g) / math.sqrt(2 * c))
         self.cls_bias = nn.Parameter(0.5 * torch.randn(embed_dim, generator=g))
-        rgb_from_hed = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+        # Ruifrok & Johnston (2001) colour deconvolution, the matrix of scikit-image's rgb2hed
+        from edgepath.bench.domains import HED_FROM_RGB
+
         # constants kept in the state dict, so the weights hash a teacher cache checks covers them
-        self.register_buffer("hed_from_rgb", torch.linalg.inv(rgb_from_hed))
+        self.register_buffer("hed_from_rgb", torch.tensor(HED_FROM_RGB, dtype=torch.float32))
         self.register_buffer("center", torch.tensor(_CENTER).view(1, -1, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, -1, 1, 1))
 
