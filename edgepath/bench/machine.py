@@ -43,6 +43,14 @@ def _version(package: str) -> str | None:
         return None
 
 
+def load_avg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def describe(*, threads: int | None = None) -> dict[str, Any]:
     """A JSON-able description of this machine, stored with every benchmark result.
 
@@ -51,10 +59,6 @@ def describe(*, threads: int | None = None) -> dict[str, Any]:
     """
     cpu = _cpuinfo()
     flags = set((cpu.get("flags") or cpu.get("Features") or "").split())
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
     gpu = None
     try:
         import torch
@@ -73,7 +77,7 @@ def describe(*, threads: int | None = None) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "threads": threads,
-        "load_avg": load,
+        "load_avg": load_avg(),
         "versions": {p: v for p in _PACKAGES if (v := _version(p))},
     }
 

@@ -14,7 +14,6 @@ mpp (``vit-s14@2.0``). Float variants for onnxruntime/openvino are exported with
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -448,7 +447,7 @@ def run_throughput(
     """
     from edgepath.bench.gemm import PRECISIONS, Ceiling, model_shapes
 
-    when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": _load_avg()}
+    when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgepath-bench-")
@@ -572,14 +571,6 @@ def run_throughput(
 def _utc_now() -> str:
     """The current UTC time, ISO 8601 to the second (``2026-12-02T03:18:00+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _load_avg() -> list[float] | None:
-    """The 1/5/15-minute load averages (None where the OS has none)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
