@@ -19,7 +19,7 @@ EmbeddingDefinition = Literal["cls", "cls+mean_patch", "mean_patch", "attn_pool"
 class Architecture:
     """How to build the network: a timm model name + kwargs (or a transformers class, or an
     architecture edgepath implements itself: ``library = "edgepath"``, see
-    ``edgepath.models.conch.ARCHITECTURES``).
+    ``edgepath.models.conch.ARCHITECTURES`` and ``edgepath.models.standin.ARCHITECTURES``).
 
     Layer kwargs given as strings (``mlp_layer = "SwiGLUPacked"``, ``act_layer = "SiLU"``) are
     resolved to timm / torch classes when the model is built.

@@ -84,7 +84,10 @@ def build_backbone(spec: EncoderSpec, *, pretrained: bool = False) -> nn.Module:
                 f"{', '.join(ARCHITECTURES)}"
             )
         kwargs.setdefault("img_size", spec.input.tile_px)
-        return ARCHITECTURES[arch.name](**kwargs)
+        try:
+            return ARCHITECTURES[arch.name](**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot build edgepath model '{arch.name}': {exc}") from None
     raise ConfigError(f"unknown architecture library '{arch.library}'")
 
 

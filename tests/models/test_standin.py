@@ -100,3 +100,21 @@ def test_nuclei_blobs_drive_the_blob_channels() -> None:
 def test_rejects_sizes_that_do_not_tile() -> None:
     with pytest.raises(ValueError, match="multiple of patch_size"):
         HistoFeatureTeacher(img_size=100, patch_size=16)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("tile_px = 224", "tile_px = 220", "bad-teacher.toml: input.tile_px 220 is not a multiple"),
+        ("embed_dim = 192", "embed_dims = 192", "cannot build edgepath model 'histo_features'"),
+    ],
+)
+def test_bad_card_is_one_config_error(tmp_path: Path, old: str, new: str, message: str) -> None:
+    """A bad stand-in card fails with one message (no traceback at the CLI), not a raw error."""
+    from edgepath.errors import ConfigError
+
+    card = Path(__file__).resolve().parents[2] / "teachers" / "histo-teacher.toml"
+    bad = tmp_path / "bad-teacher.toml"
+    bad.write_text(card.read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=message):
+        load_model(str(bad))
