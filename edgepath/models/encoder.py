@@ -84,6 +84,9 @@ def build_backbone(spec: EncoderSpec, *, pretrained: bool = False) -> nn.Module:
                 f"{', '.join(ARCHITECTURES)}"
             )
         kwargs.setdefault("img_size", spec.input.tile_px)
+        if getattr(ARCHITECTURES[arch.name], "takes_input_norm", False):
+            kwargs.setdefault("input_mean", tuple(spec.input.mean))
+            kwargs.setdefault("input_std", tuple(spec.input.std))
         try:
             return ARCHITECTURES[arch.name](**kwargs)
         except (ValueError, TypeError) as exc:

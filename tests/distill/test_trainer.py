@@ -179,3 +179,28 @@ def test_ddp_two_gloo_processes(
     assert torch.equal(a, b)  # gradients were all-reduced: both ranks hold the same model
     man = json.loads((tmp_path / "edgepath.json").read_text())
     assert man["world_size"] == 2 and man["steps"] == 3
+
+
+def test_student_on_raw_rgb_teacher_warns(caplog) -> None:
+    """A teacher card that feeds raw [0, 1] RGB hands the student unstandardised inputs: warn."""
+    import dataclasses
+    import logging
+    from types import SimpleNamespace
+
+    from edgepath.distill.recipe import load_recipe
+    from edgepath.distill.trainer import _student
+    from edgepath.models.loading import as_card
+
+    from .conftest import TINY
+
+    card = load_recipe("expert", [*TINY])
+    real = as_card("histo-teacher")
+    raw = dataclasses.replace(
+        real, input=dataclasses.replace(real.input, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    )
+    with caplog.at_level(logging.WARNING, logger="edgepath.distill.trainer"):
+        _student(card, [SimpleNamespace(card=real)], "cpu")
+        assert not caplog.records
+        _, spec, _ = _student(card, [SimpleNamespace(card=raw)], "cpu")
+    assert spec.input.std == (1.0, 1.0, 1.0)
+    assert any("raw [0, 1] RGB" in r.getMessage() for r in caplog.records)

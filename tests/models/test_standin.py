@@ -41,9 +41,22 @@ def test_card_builds_with_vit_token_layout(tiles: torch.Tensor) -> None:
     tok = enc.forward_tokens(tiles[:2])
     assert tok.cls.shape == (2, 192) and tok.patches.shape == (2, 14 * 14, 192)
     assert tok.registers.shape[1] == 0
-    assert torch.equal(enc(tiles[:2]), tok.cls)
+    assert torch.equal(enc(tiles[:2]), tok.cls)  # (raw tiles here: only shapes matter)
     b, _ = load_model("histo-teacher-b")
     assert b.forward_tokens(tiles[:1]).patches.shape == (1, 7 * 7, 256)
+
+
+def test_card_normalisation_is_undone_before_the_features(tiles: torch.Tensor) -> None:
+    """The cards feed H&E-standardised tiles (so students inherit a sane normalisation); the
+    encoder must see the same intensities as the bare module on [0, 1] RGB."""
+    enc, _ = load_model("histo-teacher")
+    mean, std = enc.spec.input.mean, enc.spec.input.std
+    assert std != (1.0, 1.0, 1.0), "the card should standardise, not feed raw [0, 1]"
+    x = (tiles - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(enc(x), HistoFeatureTeacher(seed=0)(tiles), atol=1e-5)
+        # fed raw [0, 1] instead, the features are wrong: the card's normalisation is in use
+        assert not torch.allclose(enc(tiles), HistoFeatureTeacher(seed=0)(tiles), atol=1e-2)
 
 
 def test_deterministic_and_batch_independent(tiles: torch.Tensor) -> None:
