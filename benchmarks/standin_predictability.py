@@ -14,7 +14,9 @@ centred teacher embedding), i.e. how faithful a student must be for its neighbou
 ``--train-steps N`` also trains the student directly on each teacher's centred embedding (one
 process, linear head, 1 - cos, AdamW lr 1e-3, batch 16, warm-up 15 steps then cosine, flips) and
 prints held-out centred cosine and kNN-10 agreement every 50 steps: what the bare regression
-reaches in N steps, without a recipe's views, patch terms or heads.
+reaches in N steps, without a recipe's views, patch terms or heads. ``--raw-student-input``
+feeds that student raw [0, 1] RGB instead of standardised tiles (what a student inherited from
+a teacher card with mean 0 / std 1).
 
 Tiles: the distillation data split (``data.holdout`` 0.3, non-overlapping 0.5 mpp tiles), an
 even spread of 256 training and 256 held-out tiles.
@@ -56,6 +58,7 @@ def main() -> None:
     )
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--train-steps", type=int, default=0, help="also train by plain regression")
+    ap.add_argument("--raw-student-input", action="store_true", help="regress on [0, 1] RGB")
     args = ap.parse_args()
     data = SimpleNamespace(
         tile_px=224, stride=1.0, eval_stride=1.0, holdout=0.3, min_tissue=0.5, max_items=0
@@ -87,6 +90,7 @@ def main() -> None:
             curve[f"{c:.2f}"] = round(knn_agreement(p, t_h, 10), 3)
         row = {
             "teacher": name,
+            **self_agreement(name, xh, t_h),
             "student": f"{args.student} (random weights)",
             "effective_dim": round(float(1 / np.sum(ev**2)), 2),
             "random_student_knn10": round(knn_agreement(s_h, t_h, 10), 3),
@@ -98,14 +102,45 @@ def main() -> None:
         }
         print(json.dumps(row), flush=True)
         if args.train_steps:
-            regress(args.student, xt, xh, t_t, t_h, args.train_steps)
+            regress(args.student, xt, xh, t_t, t_h, args.train_steps, raw=args.raw_student_input)
 
 
-def regress(student: str, xt, xh, t_t: np.ndarray, t_h: np.ndarray, steps: int) -> None:
+def self_agreement(name: str, xh: torch.Tensor, t_h: np.ndarray) -> dict[str, float]:
+    """kNN-10 of the teacher with itself on slightly different views of the same tiles.
+
+    The scale for every other number: a student cannot agree with the teacher's neighbourhoods
+    better than the teacher agrees with itself when the tile is mirrored or moved by 8 px
+    (208 px crops at offsets 0 and 8, about 7 % new content, both resized back to the tile size).
+    """
+    enc, _ = load_model(name)
+    enc.eval()
+    inp = enc.spec.input
+
+    def emb(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return torch.cat(
+                [enc(normalize(x[a : a + 32], inp.mean, inp.std)) for a in range(0, len(x), 32)]
+            ).numpy()
+
+    px = inp.tile_px
+    a = emb(resize(xh[..., :208, :208], px))
+    b = emb(resize(xh[..., 8:216, 8:216], px))
+    return {
+        "self_knn10_flip": round(knn_agreement(emb(xh.flip(-1)), t_h, 10), 3),
+        "self_knn10_shift8": round(knn_agreement(a, b, 10), 3),
+        "self_centered_cosine_shift8": round(fidelity(a, b)["centered_cosine"], 3),
+    }
+
+
+def regress(
+    student: str, xt, xh, t_t: np.ndarray, t_h: np.ndarray, steps: int, *, raw: bool = False
+) -> None:
     """Train ``student`` + a linear head on the centred teacher embedding; print held-out fit."""
     torch.manual_seed(0)
     enc, _ = load_model(student)
     inp = enc.spec.input
+    if raw:
+        inp = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     tt = torch.from_numpy(t_t)
     mu = tt.mean(0)
     head = torch.nn.Linear(enc.embed_dim, tt.shape[1])
