@@ -82,6 +82,11 @@ RUNS: dict[str, list[str]] = {
         "loss.head_bottleneck_dim=64",
         "--set",
         "loss.teacher_temp_warmup_steps=0",
+        # Sinkhorn-Knopp equipartitions each batch over the prototypes: with 16 items per step
+        # and 2048 prototypes it smears every target; it guards against a collapse that a frozen
+        # teacher head cannot have (kNN-10 0.333 with it, 0.355 with DINO's centering, 600 steps)
+        "--set",
+        "loss.centering=softmax_center",
     ],
 }
 

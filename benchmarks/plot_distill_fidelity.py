@@ -1,6 +1,10 @@
 """Plot the held-out fidelity of ``benchmarks/distill_fidelity.py`` runs (init vs final).
 
-python benchmarks/plot_distill_fidelity.py runs/fidelity docs/img/distill-fidelity.png
+python benchmarks/plot_distill_fidelity.py runs/fidelity docs/img/distill-fidelity.png [REF]
+
+``REF`` (optional): the teacher's kNN-10 agreement with itself under a small move of the tile
+(``self_knn10_shift8`` of ``benchmarks/standin_predictability.py``), drawn on the kNN panels as
+the scale the bars should be read against.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ PANELS = (
 )
 
 
-def main(folder: str, out: str) -> None:
+def main(folder: str, out: str, ref: float | None = None) -> None:
     """Read ``<recipe>.json`` and ``<recipe>/scalars.csv`` under ``folder``; write the figure."""
     import matplotlib
 
@@ -40,6 +44,9 @@ def main(folder: str, out: str) -> None:
         ax.bar_label(b1, fmt="%.2f", fontsize=8)
         ax.set_xticks(list(xs), names)
         ax.axhline(0, color="black", lw=0.6)
+        if ref is not None and key.startswith(("knn", "head_knn")):
+            ax.axhline(ref, color="#d62728", lw=1, ls="--", label="teacher vs itself, 8 px move")
+            ax.legend(fontsize=8, loc="upper right")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8, loc="upper left")
     ax = axes[-1]
@@ -62,4 +69,4 @@ def main(folder: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None)
