@@ -112,21 +112,10 @@ def self_agreement(name: str, xh: torch.Tensor, t_h: np.ndarray) -> dict[str, fl
     better than the teacher agrees with itself when the tile is mirrored or moved by 8 px
     (208 px crops at offsets 0 and 8, about 7 % new content, both resized back to the tile size).
     """
-    enc, _ = load_model(name)
-    enc.eval()
-    inp = enc.spec.input
-
-    def emb(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return torch.cat(
-                [enc(normalize(x[a : a + 32], inp.mean, inp.std)) for a in range(0, len(x), 32)]
-            ).numpy()
-
-    px = inp.tile_px
-    a = emb(resize(xh[..., :208, :208], px))
-    b = emb(resize(xh[..., 8:216, 8:216], px))
+    a = embed(name, xh[..., :208, :208])  # embed() resizes to the card's tile size
+    b = embed(name, xh[..., 8:216, 8:216])
     return {
-        "self_knn10_flip": round(knn_agreement(emb(xh.flip(-1)), t_h, 10), 3),
+        "self_knn10_flip": round(knn_agreement(embed(name, xh.flip(-1)), t_h, 10), 3),
         "self_knn10_shift8": round(knn_agreement(a, b, 10), 3),
         "self_centered_cosine_shift8": round(fidelity(a, b)["centered_cosine"], 3),
     }
