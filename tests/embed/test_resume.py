@@ -17,13 +17,25 @@ from edgepath.embed.features import read_features
 from tests.embed.conftest import wait_for
 
 
-def _slides(sample_slide, tmp_path, names: str):
-    """A folder with one copy of the sample slide per name (distinct files, distinct outputs)."""
+def _slides(slide, tmp_path, names: str):
+    """A folder with one copy of ``slide`` per name (distinct files, distinct outputs)."""
     slides = tmp_path / "slides"
     slides.mkdir()
     for n in names:
-        shutil.copy(sample_slide, slides / f"{n}.svs")
+        shutil.copy(slide, slides / f"{n}{slide.suffix}")
     return slides
+
+
+@pytest.fixture(scope="module")
+def long_slide(tmp_path_factory):
+    """A synthetic slide of ~600 tiles: its embedding lasts seconds, not the sample's ~0.3 s.
+
+    The kill below must land inside the second slide; with the 44-tile sample a fast machine
+    finished ``b`` before the kill (CI, stop 14: ``b.h5`` existed after the SIGKILL).
+    """
+    from edgepath.slides import synthesize_slide
+
+    return synthesize_slide(tmp_path_factory.mktemp("long") / "long.tiff", tiles=600, seed=5)
 
 
 def _embed_cmd(model, slides, out, *extra: str) -> list[str]:
@@ -69,8 +81,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_kill_9_then_rerun(tiny_model, sample_slide, tmp_path):
-    slides = _slides(sample_slide, tmp_path, "abc")
+def test_kill_9_then_rerun(tiny_model, long_slide, tmp_path):
+    slides = _slides(long_slide, tmp_path, "abc")
     out = tmp_path / "feats"
     cmd = _embed_cmd(tiny_model, slides, out, "--batch", "4")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
