@@ -46,9 +46,9 @@ def main(folder: str, out: str, ref: float | None = None) -> None:
         ax.axhline(0, color="black", lw=0.6)
         if ref is not None and key.startswith(("knn", "head_knn")):
             ax.axhline(ref, color="#d62728", lw=1, ls="--", label="teacher vs itself, 8 px move")
-            ax.legend(fontsize=8, loc="upper right")
+        ax.set_ylim(min(0.0, *init, *fin) - 0.05, 1.3)  # headroom: the legend never hides a bar
+        ax.legend(fontsize=8, loc="upper left", ncol=2 if ref is not None else 1)
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8, loc="upper left")
     ax = axes[-1]
     for n in names:
         rows = list(csv.DictReader((root / n / "scalars.csv").open()))

@@ -1,0 +1,104 @@
+"""How much of the XMAG target a 5x view holds, measured with the teacher itself.
+
+An ``xmag`` student sees a region as one 224 px tile at 2.0 mpp; its target is the mean of the
+teacher's embeddings of the 16 tiles of the same region at 0.5 mpp. Part of that target is fine
+detail (nuclei, texture) that the 5x view barely resolves, so no student can match it fully.
+This script puts a number on that with the teacher's *own* features, on the same held-out
+regions as ``benchmarks/distill_fidelity.py --recipes xmag`` (128 regions spread over the
+held-out split, ``min_tissue`` 0.3, stride 0.5, ``holdout`` 0.3):
+
+- ``teacher_5x``: the teacher applied to the 5x tile as if it were a 20x tile, kNN-10 against
+  the target (raw and centred);
+- ``ridge_5x``: a ridge read-out from ``teacher_5x`` to the target, fitted on training regions:
+  held-out centred cosine and kNN-10 (what a linear map of the teacher's own 5x features
+  reaches);
+- ``one_tile``: the embedding of one 20x tile of the 16 (row 1, column 1) against the mean
+  of 16, raw and centred kNN-10 (what a quarter-size 20x view tells about the region)::
+
+    nice -n 19 python benchmarks/xmag_ceiling.py --slides runs/slides
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from edgepath.distill.data import build_source, spread
+from edgepath.distill.views import normalize
+from edgepath.metrics import fidelity, knn_agreement
+from edgepath.models import load_model
+
+
+def _centred_knn(a: np.ndarray, b: np.ndarray) -> float:
+    return knn_agreement(a - a.mean(0), b - b.mean(0), 10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slides", required=True)
+    ap.add_argument("--teacher", default="histo-teacher")
+    ap.add_argument("--n-train", type=int, default=512, help="training regions for the ridge")
+    ap.add_argument("--n-eval", type=int, default=128, help="held-out regions")
+    args = ap.parse_args()
+    data = SimpleNamespace(
+        tile_px=224,
+        low_mpp=2.0,
+        high_mpp=0.5,
+        stride=0.5,
+        eval_stride=0.5,
+        holdout=0.3,
+        min_tissue=0.3,
+        max_items=0,
+    )
+    src = build_source("xmag", slides=args.slides, tiles=None, data=data, mpp=0.5)
+    enc, _ = load_model(args.teacher)
+    enc.eval()
+    inp = enc.spec.input
+
+    def emb(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return enc(normalize(x, inp.mean, inp.std)).numpy()
+
+    def sides(items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        target, five, one = [], [], []
+        for it in items:
+            e16 = emb(src.high(it))  # (16, D), row-major 4 x 4
+            target.append(e16.mean(0))
+            one.append(e16[5])  # row 1, column 1
+            five.append(emb(src.low(it)[None])[0])
+        return np.stack(target), np.stack(five), np.stack(one)
+
+    tr = [src.train[i] for i in spread(len(src.train), args.n_train)]
+    he = [src.heldout[i] for i in spread(len(src.heldout), args.n_eval)]
+    t_tr, f_tr, _ = sides(tr)
+    t_he, f_he, o_he = sides(he)
+
+    mu_f, mu_t = f_tr.mean(0), t_tr.mean(0)
+    a = f_tr - mu_f
+    lam = 1e-2 * np.trace(a.T @ a) / a.shape[1]
+    w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (t_tr - mu_t))
+    pred = (f_he - mu_f) @ w + mu_t
+    fid = fidelity(pred, t_he)
+    out = {
+        "teacher": args.teacher,
+        "n_train": len(tr),
+        "n_eval": len(he),
+        "teacher_5x_knn10": knn_agreement(f_he, t_he, 10),
+        "teacher_5x_knn10_centered": _centred_knn(f_he, t_he),
+        "ridge_5x_centered_cosine": fid["centered_cosine"],
+        "ridge_5x_knn10": knn_agreement(pred, t_he, 10),
+        "ridge_5x_knn10_centered": _centred_knn(pred, t_he),
+        "one_tile_knn10": knn_agreement(o_he, t_he, 10),
+        "one_tile_knn10_centered": _centred_knn(o_he, t_he),
+    }
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()
