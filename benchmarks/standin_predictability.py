@@ -33,7 +33,7 @@ import torch
 
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.views import normalize, resize
-from edgepath.metrics import fidelity, knn_agreement
+from edgepath.metrics import fidelity, knn_agreement, ridge_readout
 from edgepath.models import load_model
 
 
@@ -72,11 +72,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for name in args.teachers:
         t_t, t_h = embed(name, xt), embed(name, xh)
-        mu_s, mu_t = s_t.mean(0), t_t.mean(0)
-        a = s_t - mu_s
-        lam = 1e-2 * np.trace(a.T @ a) / a.shape[1]
-        w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ (t_t - mu_t))
-        pred = (s_h - mu_s) @ w + mu_t
+        pred = ridge_readout(s_t, t_t, s_h)
         tc = t_h - t_h.mean(0)
         ev = np.linalg.svd(tc, compute_uv=False) ** 2
         ev /= ev.sum()

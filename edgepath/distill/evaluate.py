@@ -83,17 +83,12 @@ def heldout_subset(items: list, n: int) -> list:
 
 
 def _knn_centered(a, b, k: int = 10) -> float | None:
-    """kNN-k agreement after subtracting each side's own mean over the held-out tiles.
-
-    Raw embeddings share one dominant direction, so raw-cosine neighbours rank tiles by the
-    small part orthogonal to it, its length included; centred, the neighbours follow the
-    direction of what is specific to each tile (the geometry ``centered_cosine`` measures).
-    """
-    from edgepath.metrics import knn_agreement
+    """:func:`edgepath.metrics.knn_agreement_centered`, None when there are too few tiles."""
+    from edgepath.metrics import knn_agreement_centered
 
     if len(a) <= k:
         return None
-    return knn_agreement(a - a.mean(0), b - b.mean(0), k)
+    return knn_agreement_centered(a, b, k)
 
 
 def write_student(
