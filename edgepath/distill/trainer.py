@@ -216,7 +216,7 @@ def distill(
     # teacher-feature cache ---------------------------------------------------------------
     cache = None
     if tc.cache:
-        cache = _open_cache(card, teachers, source, cache_dir or out / "cache")
+        cache = _open_cache(card, teachers, source, cache_dir or out / "cache", recipe.views_format)
         st = cache.prepare(on_mismatch=tc.cache_mismatch, rank=rank)
         _barrier()
 
@@ -382,7 +382,9 @@ def _without_steps(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _open_cache(card: RecipeCard, teachers, source: Source, folder: Path) -> FeatureCache:
+def _open_cache(
+    card: RecipeCard, teachers, source: Source, folder: Path, views_format: int = 1
+) -> FeatureCache:
     from edgepath.cards import to_dict
 
     key = {
@@ -393,6 +395,8 @@ def _open_cache(card: RecipeCard, teachers, source: Source, folder: Path) -> Fea
         "tiling": source.fingerprint(),
         "with_h0mini": card.loss.with_h0mini,
     }
+    if views_format != 1:  # absent at 1, so caches written before the field existed stay valid
+        key["views_format"] = views_format
     return FeatureCache(
         folder, key, n_items=len(source.train), n_views=card.views.fixed_views, dtype=CACHE_DTYPE
     )

@@ -78,6 +78,37 @@ def flips(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
+    """One of the 8 symmetries of the square on the last two axes (H, W) of ``x``.
+
+    ``code`` bit 0 flips W, bit 1 flips H, bit 2 transposes (H <-> W); together they give the
+    four rotations and four reflections (histology has no canonical orientation).
+    """
+    if code & 1:
+        x = x.flip(-1)
+    if code & 2:
+        x = x.flip(-2)
+    if code & 4:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def dihedral_cells(cells: torch.Tensor, code: int) -> torch.Tensor:
+    """The same symmetry applied to a k x k grid of tiles (k², C, px, px), row-major.
+
+    The grid is stitched into one image, transformed and cut again, so cell j of the result
+    is the tile that lies at position j of the transformed region (what a student looking at
+    the transformed region sees in its cell j).
+    """
+    n, c, h, w = cells.shape
+    k = int(round(n**0.5))
+    if k * k != n or h != w:
+        raise ValueError(f"expected k² square cells, got {tuple(cells.shape)}")
+    big = cells.reshape(k, k, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, k * h, k * w)
+    big = dihedral(big, code)
+    return big.reshape(c, k, h, k, w).permute(1, 3, 0, 2, 4).reshape(n, c, h, w)
+
+
 def jitter_params(strength: float, g: torch.Generator) -> tuple[float, float, float]:
     """Brightness, contrast, saturation factors in [1 - s, 1 + s]."""
     u = torch.rand(3, generator=g)

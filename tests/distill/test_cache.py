@@ -45,6 +45,26 @@ def test_cached_and_live_give_the_same_loss_curve(
     assert live["fidelity"]["n_tiles"] == cached["fidelity"]["n_tiles"] > 0
 
 
+def test_xmag_cache_with_flips_matches_the_live_teacher(sample_slide: Path, tmp_path: Path) -> None:
+    """Rotated / reflected regions: cached 4x4 teacher features equal the live ones."""
+    common = [
+        *TINY,
+        "train.steps=3",
+        "data.stride=0.5",
+        "data.holdout=0.3",
+        "data.min_tissue=0.3",
+        "data.max_items=4",
+        "train.eval_tiles=8",
+        "views.flip=true",
+    ]
+    live = tmp_path / "live"
+    distill(load_recipe("xmag", [*common, "train.cache=false"]), out=live, slides=sample_slide)
+    distill(load_recipe("xmag", common), out=tmp_path / "cached", slides=sample_slide)
+    assert _losses(live) == pytest.approx(_losses(tmp_path / "cached"), rel=1e-5, abs=1e-6)
+    meta = json.loads((tmp_path / "cached" / "cache" / "meta.json").read_text())
+    assert meta["key"]["views_format"] == 2  # caches of the flip-less views are not reused
+
+
 def _compute(idx: list[int], view: int) -> dict[str, torch.Tensor]:
     return {"emb": torch.tensor([[i + 0.25 * view] for i in idx])}
 

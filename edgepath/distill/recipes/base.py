@@ -21,6 +21,9 @@ class Recipe(nn.Module):
 
     #: Data the recipe reads: ``tiles`` or ``regions``.
     source_kind = "tiles"
+    #: Version of ``views``: bumped when the same card gives different teacher views, so that
+    #: feature caches written by the older code are rebuilt, not reused.
+    views_format = 1
 
     def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
         super().__init__()

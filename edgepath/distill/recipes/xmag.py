@@ -7,7 +7,9 @@ high magnification; the student sees the region as one tile at low magnification
            + local_weight * mean_j -cos(head_l(mean of cell j's block of student patch tokens),
                                         teacher_emb_j)
 
-with the same photometric augmentation on both views.
+with the same photometric augmentation on both views and, with ``views.flip``, the same
+rotation or reflection of the region (the teacher's 4x4 grid is transformed as one image, so
+each cell keeps facing the student's block of patch tokens that covers it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from edgepath.distill.heads import ProjectionHead
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes.base import Recipe
 from edgepath.distill.teachers import Teacher
-from edgepath.distill.views import color_jitter, generator, jitter_params
+from edgepath.distill.views import (
+    color_jitter,
+    dihedral,
+    dihedral_cells,
+    generator,
+    jitter_params,
+)
 from edgepath.errors import ConfigError
 
 
@@ -39,6 +47,7 @@ class XmagRecipe(Recipe):
     """Global + local cosine alignment across magnifications."""
 
     source_kind = "regions"
+    views_format = 2  # 2: views.flip applies a dihedral symmetry to both magnifications
 
     def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
         super().__init__(card, student_dim=student_dim, teachers=teachers)
@@ -67,10 +76,15 @@ class XmagRecipe(Recipe):
 
     def views(self, source: Source, index: int, item: Item, view: int, *, teacher: bool = True):
         jit = self.card.views.color_jitter
+        seed = self.card.train.seed
         low = source.low(item)
         high = source.high(item) if teacher else None
+        if self.card.views.flip:  # the same rotation / reflection of the region on both views
+            code = int(torch.randint(8, (1,), generator=generator(seed, "d4", index, view)))
+            low = dihedral(low, code)
+            high = dihedral_cells(high, code) if high is not None else None
         if jit > 0:  # the same photometric augmentation on both views
-            p = jitter_params(jit, generator(self.card.train.seed, "view", index, view))
+            p = jitter_params(jit, generator(seed, "view", index, view))
             low = color_jitter(low, p)
             high = color_jitter(high, p) if high is not None else None
         out = {"student": low[None]}
