@@ -30,6 +30,11 @@ TINY = [
 ]
 
 
+#: ``xmag`` regions on the small sample slide (2220 x 2967 px; a 2.0 mpp region is 898 px): a
+#: half-region stride, a 30 % held-out band, regions with at least 30 % tissue.
+XMAG_SAMPLE = ["data.stride=0.5", "data.holdout=0.3", "data.min_tissue=0.3"]
+
+
 @pytest.fixture(scope="session")
 def tile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """224 px tiles cut from the shipped real H&E images (20 tiles)."""

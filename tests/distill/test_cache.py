@@ -14,7 +14,7 @@ from edgepath.distill.recipe import load_recipe
 from edgepath.distill.trainer import distill
 from edgepath.errors import ConfigError
 
-from .conftest import TINY
+from .conftest import TINY, XMAG_SAMPLE
 
 
 def _losses(run: Path) -> list[float]:
@@ -49,10 +49,8 @@ def test_xmag_cache_with_flips_matches_the_live_teacher(sample_slide: Path, tmp_
     """Rotated / reflected regions: cached 4x4 teacher features equal the live ones."""
     common = [
         *TINY,
+        *XMAG_SAMPLE,
         "train.steps=3",
-        "data.stride=0.5",
-        "data.holdout=0.3",
-        "data.min_tissue=0.3",
         "data.max_items=4",
         "train.eval_tiles=8",
         "views.flip=true",

@@ -53,15 +53,13 @@ def test_teacher_means_spread_and_rms(sample_slide) -> None:
     from edgepath.distill.recipes.xmag import XmagRecipe
     from edgepath.distill.teachers import load_teachers
 
-    from .conftest import TINY
+    from .conftest import TINY, XMAG_SAMPLE
 
     card = load_recipe(
         "xmag",
         [
             *TINY,
-            "data.stride=0.5",
-            "data.holdout=0.3",
-            "data.min_tissue=0.3",
+            *XMAG_SAMPLE,
             "loss.center_targets=true",
         ],
     )

@@ -18,17 +18,15 @@ from edgepath.distill.recipe import load_recipe
 from edgepath.distill.trainer import distill
 from edgepath.errors import ConfigError
 
-from .conftest import TINY
+from .conftest import TINY, XMAG_SAMPLE
 
 
 def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path: Path) -> None:
     over = [
         *TINY,
+        *XMAG_SAMPLE,
         "train.steps=3",
-        "data.stride=0.5",
         "data.eval_stride=0.125",
-        "data.holdout=0.3",
-        "data.min_tissue=0.3",
         "data.max_items=4",
         "views.fixed_views=1",
         "train.eval_tiles=12",
@@ -161,9 +159,7 @@ def test_ddp_two_gloo_processes(
         data = {
             "slides": str(sample_slide),
             "over": [
-                "data.stride=0.5",
-                "data.holdout=0.3",
-                "data.min_tissue=0.3",
+                *XMAG_SAMPLE,
                 "data.eval_stride=0.125",
                 "data.max_items=4",
                 "views.fixed_views=1",
