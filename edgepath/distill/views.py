@@ -71,11 +71,7 @@ def random_resized_crop(
 def flips(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random horizontal and vertical flips (histology has no canonical orientation)."""
     u = torch.rand(2, generator=g).tolist()
-    if u[0] < 0.5:
-        x = x.flip(-1)
-    if u[1] < 0.5:
-        x = x.flip(-2)
-    return x
+    return dihedral(x, int(u[0] < 0.5) | int(u[1] < 0.5) << 1)
 
 
 def dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
