@@ -94,6 +94,13 @@ class LossSpec:
     teacher_temp: float = 0.07
     teacher_temp_start: float = 0.04
     teacher_temp_warmup_steps: int = 0
+    #: Teacher temperature of the frozen random-prototype heads (used instead of the
+    #: teacher_temp schedule when no released heads are given). DINO's 0.04 -> 0.07 is made for
+    #: learned prototypes that sit close to the data; a random prototype sees a tile at a
+    #: cosine of about N(0, 1/d) (rescaled to N(0, 1) by FrozenPrototypeHead), and at 0.07 the
+    #: target is about 2 of 2048 prototypes wide: it keeps kNN-10 0.48 of the teacher's
+    #: neighbourhoods, against 0.91 at 0.5 (benchmarks/frozen_head_code.py, docs/distill.md).
+    frozen_head_temp: float = 0.5
     centering: Literal["sinkhorn_knopp", "softmax_center"] = "sinkhorn_knopp"
     # xmag: -cos(global) + local_weight * mean over cells of -cos(local)
     global_weight: float = 1.0
@@ -200,6 +207,12 @@ class RecipeCard:
             raise ConfigError("views.fixed_views and views.global_crops must be >= 1")
         if self.train.keep_checkpoints < 1:
             raise ConfigError("train.keep_checkpoints must be >= 1")
+        lo = self.loss
+        for key in ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp"):
+            if not getattr(lo, key) > 0:
+                raise ConfigError(
+                    f"loss.{key} {getattr(lo, key)} must be > 0 (a softmax temperature)"
+                )
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> RecipeCard:

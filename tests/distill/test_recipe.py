@@ -48,6 +48,7 @@ def test_overrides_change_values_and_keep_types() -> None:
         ("train.steps=abc", "train.steps"),
         ("data.low_mpp=1.2", "must be an integer"),
         ("data.holdout=1.5", "data.holdout"),
+        ("loss.frozen_head_temp=0", "softmax temperature"),
     ],
 )
 def test_bad_overrides(override: str, match: str) -> None:

@@ -146,8 +146,15 @@ class H0MiniRecipe(Recipe):
         }
 
     def teacher_temp(self, step: int) -> float:
-        """Linear warmup of the teacher temperature (DINOv2: 0.04 -> 0.07)."""
+        """Teacher temperature at ``step``.
+
+        Released heads: DINOv2's linear warmup (0.04 -> 0.07). Frozen random-prototype heads:
+        the constant ``loss.frozen_head_temp`` (they have nothing to warm up, and DINO's
+        temperatures would reduce their code to the nearest one or two random directions).
+        """
         loss = self.card.loss
+        if isinstance(self.t_dino, FrozenPrototypeHead):
+            return loss.frozen_head_temp
         if step >= loss.teacher_temp_warmup_steps:
             return loss.teacher_temp
         f = step / max(loss.teacher_temp_warmup_steps, 1)
