@@ -1,0 +1,71 @@
+"""How much of a teacher's neighbourhoods the ``h0mini`` frozen-head targets carry, per temperature.
+
+Without released DINO/iBOT heads, ``h0mini``'s targets are ``softmax(FrozenPrototypeHead(x) / T)``:
+a soft code of the teacher token over fixed random unit directions. A student trained on them can
+learn at most what the code keeps of the teacher's geometry. This script measures it on the
+held-out tiles of ``benchmarks/distill_fidelity.py --recipes h0mini`` (256 tiles spread over the
+bottom 30 % of each slide, 0.5 mpp, stride 1): kNN-10 agreement between the codes (Hellinger
+geometry) and the teacher's CLS tokens (centred on the head's mean, as the head sees them) and
+patch tokens (4 per tile), and the code's effective width (exp of its entropy), for each
+temperature::
+
+    python benchmarks/frozen_head_code.py --slides runs/slides --teacher histo-teacher
+
+With a real teacher (``--teacher h-optimus-0``, weights from the Hugging Face cache) it tells
+which ``loss.frozen_head_temp`` keeps its neighbourhoods. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from edgepath.distill.data import build_source, spread
+from edgepath.distill.heads import FrozenPrototypeHead, code_knn_agreement
+from edgepath.distill.teachers import load_teachers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slides", required=True)
+    ap.add_argument("--teacher", default="histo-teacher")
+    ap.add_argument("--prototypes", type=int, default=2048, help="loss.dino_out_dim")
+    ap.add_argument("--temps", default="0.04,0.07,0.15,0.3,0.5,1.0")
+    ap.add_argument("--n-eval", type=int, default=256)
+    args = ap.parse_args()
+    data = SimpleNamespace(
+        tile_px=224, stride=1.0, eval_stride=1.0, holdout=0.3, min_tissue=0.5, max_items=0
+    )
+    src = build_source("h0mini", slides=args.slides, tiles=None, data=data, mpp=0.5)
+    teacher = load_teachers([SimpleNamespace(card=args.teacher, weights=None, weight=1.0)])[0]
+
+    def tokens(items) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, patches = [], []
+        for a in range(0, len(items), 32):
+            tok, _ = teacher.tokens(torch.stack([src.tile(i) for i in items[a : a + 32]]))
+            cls.append(tok.cls)
+            n = tok.patches.shape[1]
+            patches.append(tok.patches[:, [n // 5, 2 * n // 5, 3 * n // 5, 4 * n // 5]])
+        return torch.cat(cls), torch.cat(patches).flatten(0, 1)
+
+    cal_cls, cal_patch = tokens([src.train[i] for i in spread(len(src.train), 64)])
+    cls, patch = tokens([src.heldout[i] for i in spread(len(src.heldout), args.n_eval)])
+    out = {"teacher": args.teacher, "prototypes": args.prototypes, "n_eval": len(cls), "temps": {}}
+    for name, x, cal, seed in (("cls", cls, cal_cls, 1), ("patch", patch, cal_patch, 2)):
+        head = FrozenPrototypeHead(x.shape[1], args.prototypes, seed=seed)
+        head.mu.copy_(cal.mean(0))
+        for t in (float(s) for s in args.temps.split(",")):
+            p = F.softmax(head(x) / t, dim=-1)
+            width = float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum(-1)).mean())
+            row = out["temps"].setdefault(str(t), {})
+            row[f"{name}_knn10"] = round(code_knn_agreement(x, head, t), 4)
+            row[f"{name}_width"] = round(width, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
