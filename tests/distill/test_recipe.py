@@ -16,7 +16,9 @@ def test_shipped_recipes() -> None:
     assert {"h0mini", "xmag", "expert"} <= set(recipes)
     h0 = recipes["h0mini"]
     assert h0.student.name == "vit-b14-swiglu" and h0.teachers[0].card == "h-optimus-0"
-    assert h0.loss.koleo_weight > 0 and h0.views.local_crops == 8
+    assert h0.views.local_crops == 8 and h0.loss.teacher_temp == 0.07
+    # frozen random-prototype heads: own temperature, no KoLeo (the paper's 0.1 is for real heads)
+    assert (h0.loss.frozen_head_temp, h0.loss.koleo_weight) == (0.5, 0.0)
     x = recipes["xmag"]
     assert (x.data.low_mpp, x.data.high_mpp, x.loss.local_weight) == (2.0, 0.5, 0.5)
     e = recipes["expert"]
