@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 SELF_AGREEMENT = 0.709  # teacher vs itself on tiles moved by 8 px (standin_predictability.py)
 
@@ -26,8 +27,8 @@ def main(code_json: str, runs_json: str, out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    code = json.loads(open(code_json).read())
-    runs = json.loads(open(runs_json).read())["runs"]
+    code = json.loads(Path(code_json).read_text())
+    runs = json.loads(Path(runs_json).read_text())["runs"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     for run in code["runs"]:
         temps = sorted(run["temps"], key=float)
@@ -39,7 +40,7 @@ def main(code_json: str, runs_json: str, out: str) -> None:
                 label=f"{run['teacher']}, {run['prototypes']} prototypes, {tok}",
             )
     left.axvline(0.07, color="grey", lw=0.8, ls=":")
-    left.text(0.072, 0.25, "DINOv2\n0.07", color="grey", fontsize=8)
+    left.text(0.072, 0.92, "DINOv2\n0.07", color="grey", fontsize=8)
     left.set(xscale="log", xlabel="teacher temperature of the frozen head", ylim=(0.2, 1.0))
     left.set(ylabel="kNN-10: targets vs teacher", title="what the targets keep of the teacher")
     left.legend(fontsize=7)
