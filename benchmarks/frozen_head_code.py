@@ -4,7 +4,7 @@ Without released DINO/iBOT heads, ``h0mini``'s targets are ``softmax(FrozenProto
 a soft code of the teacher token over fixed random unit directions. A student trained on them can
 learn at most what the code keeps of the teacher's geometry. This script measures it on the
 held-out tiles of ``benchmarks/distill_fidelity.py --recipes h0mini`` (256 tiles spread over the
-bottom 30 % of each slide, 0.5 mpp, stride 1): kNN-10 agreement between the codes (Hellinger
+bottom 30 % of each slide, the teacher's mpp, stride 1): kNN-10 agreement between the codes (Hellinger
 geometry) and the teacher's CLS tokens (centred on the head's mean, as the head sees them) and
 patch tokens (4 per tile), and the code's effective width (exp of its entropy), for each
 temperature::
@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.heads import FrozenPrototypeHead, code_knn_agreement
+from edgepath.distill.recipe import load_recipe
 from edgepath.distill.teachers import load_teachers
+
+#: The held-out split of ``benchmarks/distill_fidelity.py --recipes h0mini``.
+HELD_OUT = ["data.holdout=0.3", "data.stride=1.0", "data.eval_stride=1.0"]
 
 
 def main() -> None:
@@ -37,11 +40,11 @@ def main() -> None:
     ap.add_argument("--temps", default="0.04,0.07,0.15,0.3,0.5,1.0")
     ap.add_argument("--n-eval", type=int, default=256)
     args = ap.parse_args()
-    data = SimpleNamespace(
-        tile_px=224, stride=1.0, eval_stride=1.0, holdout=0.3, min_tissue=0.5, max_items=0
-    )
-    src = build_source("h0mini", slides=args.slides, tiles=None, data=data, mpp=0.5)
-    teacher = load_teachers([SimpleNamespace(card=args.teacher, weights=None, weight=1.0)])[0]
+    # the data section of the distill_fidelity h0mini runs, read at the teacher's mpp like the trainer
+    card = load_recipe("h0mini", [f'teachers=[{{card="{args.teacher}"}}]', *HELD_OUT])
+    teacher = load_teachers(card.teachers)[0]
+    mpp = card.data.mpp or teacher.card.input.mpp
+    src = build_source("h0mini", slides=args.slides, tiles=None, data=card.data, mpp=mpp)
 
     def tokens(items) -> tuple[torch.Tensor, torch.Tensor]:
         cls, patches = [], []

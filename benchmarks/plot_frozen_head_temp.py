@@ -45,7 +45,11 @@ def main(code_json: str, runs_json: str, out: str) -> None:
     left.set(ylabel="kNN-10: targets vs teacher", title="what the targets keep of the teacher")
     left.legend(fontsize=7)
 
-    pts = [r for r in runs.values() if "frozen_head_temp" in r]
+    pts = [  # the 1500-step, 3000-tile runs of the title
+        r
+        for r in runs.values()
+        if "frozen_head_temp" in r and r["steps"] == 1500 and r.get("train_items") == 3000
+    ]
     init = pts[0]["fidelity_init"]["knn10_agreement_centered"] if pts else 0.26
     for koleo, color in ((0.0, "C0"), (0.1, "C3")):
         sel = [r for r in pts if r.get("koleo_weight") == koleo]
