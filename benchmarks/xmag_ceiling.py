@@ -13,9 +13,17 @@ held-out split, ``min_tissue`` 0.3, stride 0.5, ``holdout`` 0.3):
   held-out centred cosine and kNN-10 (what a linear map of the teacher's own 5x features
   reaches);
 - ``one_tile``: the embedding of one 20x tile of the 16 (row 1, column 1) against the mean
-  of 16, raw and centred kNN-10 (what a quarter-size 20x view tells about the region)::
+  of 16, raw and centred kNN-10 (what a quarter-size 20x view tells about the region).
 
-    nice -n 19 python benchmarks/xmag_ceiling.py --slides runs/slides
+With ``--student RUN_DIR/xmag`` (a trained ``xmag`` student artifact) it also reports, for that
+student and for the same architecture at its seed-0 initialisation (``torch.manual_seed(0)``, as
+the trainer builds it): kNN-10 of its CLS against the target, raw and centred (what the
+distillation run reports), and a ridge read-out from the CLS fitted on the same training
+regions (held-out centred cosine and centred kNN-10): whether the student's embedding carries
+the target's neighbourhoods linearly even where its own metric does not rank them as the
+teacher does::
+
+    nice -n 19 python benchmarks/xmag_ceiling.py --slides runs/slides [--student runs/x8/xmag]
 
 Prints one JSON line.
 """
@@ -41,6 +49,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="histo-teacher")
     ap.add_argument("--n-train", type=int, default=512, help="training regions for the ridge")
     ap.add_argument("--n-eval", type=int, default=128, help="held-out regions")
+    ap.add_argument("--student", help="a trained xmag student artifact folder (optional)")
     args = ap.parse_args()
     data = SimpleNamespace(
         tile_px=224,
@@ -89,7 +98,45 @@ def main() -> None:
         "one_tile_knn10": knn_agreement(o_he, t_he, 10),
         "one_tile_knn10_centered": knn_agreement_centered(o_he, t_he),
     }
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+    if args.student:
+        out["student"] = {
+            state: student_readout(src, args.student, tr, he, t_tr, t_he, init=state == "init")
+            for state in ("init", "trained")
+        }
+    print(json.dumps(rounded(out)))
+
+
+def rounded(v):
+    """``v`` with every float rounded to 4 decimals, through nested dicts."""
+    if isinstance(v, dict):
+        return {k: rounded(x) for k, x in v.items()}
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def student_readout(src, artifact: str, tr, he, t_tr, t_he, *, init: bool) -> dict[str, float]:
+    """kNN-10 of a student's CLS against the target, and of a ridge read-out of it."""
+    from edgepath.models.encoder import build_encoder
+
+    stu, _ = load_model(artifact)
+    if init:  # the trainer seeds torch with train.seed (0 in distill_fidelity.py) and builds
+        torch.manual_seed(0)
+        stu = build_encoder(stu.spec)
+    stu.eval()
+    inp = stu.spec.input
+
+    def cls(items) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.stack([src.low(it) for it in items])
+            return stu.forward_tokens(normalize(x, inp.mean, inp.std)).cls.numpy()
+
+    c_tr, c_he = cls(tr), cls(he)
+    pred = ridge_readout(c_tr, t_tr, c_he)
+    return {
+        "cls_knn10": knn_agreement(c_he, t_he, 10),
+        "cls_knn10_centered": knn_agreement_centered(c_he, t_he),
+        "ridge_cls_centered_cosine": fidelity(pred, t_he)["centered_cosine"],
+        "ridge_cls_knn10_centered": knn_agreement_centered(pred, t_he),
+    }
 
 
 if __name__ == "__main__":
