@@ -99,9 +99,14 @@ def main() -> None:
         "one_tile_knn10_centered": knn_agreement_centered(o_he, t_he),
     }
     if args.student:
+        from edgepath.models.encoder import build_encoder
+
+        trained, _ = load_model(args.student)
+        torch.manual_seed(0)  # the trainer seeds with train.seed (0 in distill_fidelity.py)
+        init = build_encoder(trained.spec)  # before it builds the student
         out["student"] = {
-            state: student_readout(src, args.student, tr, he, t_tr, t_he, init=state == "init")
-            for state in ("init", "trained")
+            name: student_readout(src, stu, tr, he, t_tr, t_he)
+            for name, stu in (("init", init), ("trained", trained))
         }
     print(json.dumps(rounded(out)))
 
@@ -113,14 +118,8 @@ def rounded(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
-def student_readout(src, artifact: str, tr, he, t_tr, t_he, *, init: bool) -> dict[str, float]:
+def student_readout(src, stu, tr, he, t_tr, t_he) -> dict[str, float]:
     """kNN-10 of a student's CLS against the target, and of a ridge read-out of it."""
-    from edgepath.models.encoder import build_encoder
-
-    stu, _ = load_model(artifact)
-    if init:  # the trainer seeds torch with train.seed (0 in distill_fidelity.py) and builds
-        torch.manual_seed(0)
-        stu = build_encoder(stu.spec)
     stu.eval()
     inp = stu.spec.input
 
