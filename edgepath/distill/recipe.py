@@ -112,6 +112,14 @@ class LossSpec:
     #: is specific to each tile and not the direction every tile shares (feature
     #: standardisation as in PHI-S / AM-RADIO, arXiv:2410.01680). The papers use raw targets.
     center_targets: bool = False
+    #: xmag only, beyond the paper (0 = XMAG as published): weight of a neighbourhood term on
+    #: the student embedding itself, CompRess "2q" (arXiv:2010.14713): KL between the
+    #: teacher's and the student's softmax similarities to a bank of recent items
+    #: (edgepath/distill/losses/relation.py). The cosine terms align what a head reads out of
+    #: the student; this one aligns the student's own metric (kNN, retrieval).
+    relation_weight: float = 0.0
+    relation_queue: int = 1024
+    relation_temp: float = 0.04
     # expert (GPFM): CLS 1 - cos; patch cos / smooth-L1 mix
     cls_cos_weight: float = 1.0
     patch_weight: float = 1.0
@@ -208,7 +216,17 @@ class RecipeCard:
         if self.train.keep_checkpoints < 1:
             raise ConfigError("train.keep_checkpoints must be >= 1")
         lo = self.loss
-        for key in ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp"):
+        if lo.relation_weight < 0 or lo.relation_queue < 2:
+            raise ConfigError(
+                f"loss.relation_weight {lo.relation_weight} must be >= 0 and loss.relation_queue "
+                f"{lo.relation_queue} >= 2"
+            )
+        if lo.relation_weight > 0 and self.recipe != "xmag":
+            raise ConfigError(
+                f"loss.relation_weight is an xmag option; recipe {self.recipe} does not use it"
+            )
+        keys = ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp")
+        for key in (*keys, "relation_temp"):
             if not getattr(lo, key) > 0:
                 raise ConfigError(
                     f"loss.{key} {getattr(lo, key)} must be > 0 (a softmax temperature)"

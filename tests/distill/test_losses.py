@@ -109,3 +109,68 @@ def test_dino_loss_matches_dinov2_formula_on_random_inputs() -> None:
     s, t = torch.randn(5, 7, generator=g), F.softmax(torch.randn(5, 7, generator=g), -1)
     ref = -(t * F.log_softmax(s / 0.1, -1)).sum(-1).mean()
     assert torch.allclose(DINOLoss(7)([s], [t]), ref)
+
+
+def _relation(**kw):
+    from edgepath.distill.losses.relation import RelationLoss
+
+    return RelationLoss(2, 2, **kw)
+
+
+def test_relation_hand_computed() -> None:
+    """Teacher ranks anchor 0 first, student anchor 1: at tau 1 the KL is tanh(1/2)."""
+    loss = _relation(queue=2, temperature=1.0, min_fill=2)
+    eye = torch.eye(2)
+    loss.enqueue(eye, eye)
+    # p_t = softmax([1, 0]) = [a, 1 - a], p_s = softmax([0, 1]) = [1 - a], a];
+    # KL = a log(a / (1 - a)) + (1 - a) log((1 - a) / a) = (2a - 1) * 1 = tanh(1/2)
+    s, t = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    assert loss(s, t).item() == pytest.approx(math.tanh(0.5), rel=1e-6)
+
+
+def test_relation_is_zero_for_an_identical_metric_and_until_the_bank_fills() -> None:
+    torch.manual_seed(0)
+    loss = _relation(queue=8, temperature=0.1, min_fill=4)
+    x = torch.randn(3, 2)
+    assert loss(x, x).item() == 0.0 and int(loss.filled) == 3  # 3 < min_fill: no term yet
+    loss(torch.randn(3, 2), torch.randn(3, 2))
+    y = torch.randn(5, 2)
+    assert int(loss.filled) == 6
+    # student bank != teacher bank now, so only an identical metric on both banks gives 0
+    same = _relation(queue=8, temperature=0.1, min_fill=4)
+    bank = torch.randn(6, 2)
+    same.enqueue(bank, bank * 3.0)  # a scale does not change cosines
+    assert same(y, y).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_relation_bank_is_fifo() -> None:
+    loss = _relation(queue=3, min_fill=1)
+    rows = torch.arange(10.0).reshape(5, 2)
+    loss.enqueue(rows[:2], -rows[:2])
+    loss.enqueue(rows[2:4], -rows[2:4])  # 4 rows into 3 slots: row 3 overwrites row 0
+    assert int(loss.filled) == 3 and int(loss.ptr) == 1
+    assert torch.equal(loss.s_bank, rows[[3, 1, 2]])
+    assert torch.equal(loss.t_bank, -rows[[3, 1, 2]])
+    loss.enqueue(rows, rows)  # more rows than slots: the newest 3 are kept
+    assert sorted(loss.s_bank[:, 0].tolist()) == [4.0, 6.0, 8.0]
+
+
+def test_relation_centring_ignores_a_student_offset_and_gradient_fixes_the_ranking() -> None:
+    torch.manual_seed(0)
+    t_bank, s_bank = torch.randn(16, 2), torch.randn(16, 2)
+    q_t, q_s = torch.randn(4, 2), torch.randn(4, 2)
+    a = _relation(queue=16, temperature=0.5, center_student=True, min_fill=1)
+    b = _relation(queue=16, temperature=0.5, center_student=True, min_fill=1)
+    a.enqueue(s_bank, t_bank)
+    b.enqueue(s_bank + 5.0, t_bank)
+    assert a(q_s, q_t).item() == pytest.approx(b(q_s + 5.0, q_t).item(), rel=1e-5)
+    # the gradient reaches the student query only, and a step along it lowers the loss
+    c = _relation(queue=16, temperature=0.5, min_fill=1)
+    c.enqueue(s_bank, t_bank)
+    state = {k: v.clone() for k, v in c.state_dict().items()}
+    s = q_s.clone().requires_grad_(True)
+    before = c(s, q_t)
+    before.backward()
+    c.load_state_dict(state)  # forget the rows the call enqueued
+    after = c((s - 0.1 * s.grad).detach(), q_t)
+    assert after.item() < before.item()

@@ -54,6 +54,46 @@ def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path:
     assert ckpts == ["step-00000002.pt", "step-00000003.pt"]  # keep_checkpoints = 2
 
 
+def test_xmag_relation_term_resumes_bitwise_and_stays_out_of_the_heads(
+    sample_slide: Path, tmp_path: Path
+) -> None:
+    """The neighbourhood term's banks are checkpointed (resume continues bitwise) but are
+    training state: ``heads.safetensors`` keeps the heads only."""
+    over = [
+        *TINY,
+        *XMAG_SAMPLE,
+        "train.steps=6",
+        "data.max_items=4",
+        "views.fixed_views=2",
+        "train.eval_tiles=12",
+        "data.eval_stride=0.125",
+        "loss.center_targets=true",
+        "loss.relation_weight=1.0",
+        "loss.relation_queue=4",
+    ]
+    card = load_recipe("xmag", over)
+    distill(card, out=tmp_path / "straight", slides=sample_slide)
+    distill(card, out=tmp_path / "cut", slides=sample_slide, stop_after=3)
+    distill(card, out=tmp_path / "cut", slides=sample_slide, resume=True)
+    for name in ("model.safetensors", "heads.safetensors"):
+        assert (tmp_path / "cut" / name).read_bytes() == (
+            tmp_path / "straight" / name
+        ).read_bytes(), name
+    from safetensors.torch import load_file
+
+    heads = load_file(str(tmp_path / "straight" / "heads.safetensors"))
+    assert "head_g.mlp.0.weight" in heads and not any(k.startswith("relation") for k in heads)
+    from edgepath.distill import checkpoint as ckpt
+
+    state = ckpt.load_latest(tmp_path / "straight" / "checkpoints")
+    assert int(state["model"]["recipe.relation.filled"]) == 4  # the bank was full
+    rel = [
+        float(r.split(",")[4])
+        for r in (tmp_path / "straight" / "scalars.csv").read_text().split()[1:]
+    ]
+    assert rel[0] == 0.0 and any(v > 0 for v in rel[2:])  # zero until the bank fills, then on
+
+
 def test_refuses_to_overwrite_a_run(tile_dir: Path, tmp_path: Path) -> None:
     card = load_recipe("h0mini", [*TINY, "train.steps=2", "data.holdout=0.4"])
     distill(card, out=tmp_path, tiles=tile_dir, stop_after=2)
@@ -146,6 +186,7 @@ def _free_port() -> int:
     "recipe",
     [
         "xmag",
+        "xmag-relation",
         pytest.param("h0mini", marks=pytest.mark.slow),
         pytest.param("expert", marks=pytest.mark.slow),
     ],
@@ -155,7 +196,7 @@ def test_ddp_two_gloo_processes(
 ) -> None:
     import torch.multiprocessing as mp
 
-    if recipe == "xmag":
+    if recipe.startswith("xmag"):
         data = {
             "slides": str(sample_slide),
             "over": [
@@ -166,6 +207,9 @@ def test_ddp_two_gloo_processes(
                 "train.eval_tiles=12",
             ],
         }
+        if recipe == "xmag-relation":  # the banks are filled from both processes' batches
+            data["over"] += ["loss.relation_weight=1.0", "loss.relation_queue=4"]
+            recipe = "xmag"
     else:
         data = {"tiles": str(tile_dir), "over": ["data.holdout=0.4"]}
         if recipe == "expert":

@@ -120,6 +120,16 @@ class Recipe(nn.Module):
         """Total loss and its terms for one micro-batch."""
         raise NotImplementedError
 
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """What ``heads.safetensors`` keeps: the state without training-only buffers (memory
+        banks), which checkpoints still carry."""
+        return {
+            k: v for k, v in self.state_dict().items() if k.split(".")[0] not in self.training_only
+        }
+
+    #: Submodules whose state is training-only (checkpointed, not exported).
+    training_only: tuple[str, ...] = ()
+
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_batch(

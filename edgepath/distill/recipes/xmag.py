@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from edgepath.distill.data import Item, Source
 from edgepath.distill.heads import ProjectionHead
+from edgepath.distill.losses.relation import RelationLoss
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes.base import Recipe
 from edgepath.distill.teachers import Teacher
@@ -48,6 +49,7 @@ class XmagRecipe(Recipe):
 
     source_kind = "regions"
     views_format = 2  # 2: views.flip applies a dihedral symmetry to both magnifications
+    training_only = ("relation",)
 
     def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
         super().__init__(card, student_dim=student_dim, teachers=teachers)
@@ -64,6 +66,18 @@ class XmagRecipe(Recipe):
         self.register_buffer("t_mean", torch.zeros(d))
         #: RMS length of the centred global target (zero unless loss.center_targets)
         self.register_buffer("t_scale", torch.zeros(()))
+        #: optional neighbourhood term on the student embedding (not in XMAG; see LossSpec)
+        self.relation = (
+            RelationLoss(
+                student_dim,
+                d,
+                queue=lc.relation_queue,
+                temperature=lc.relation_temp,
+                center_student=lc.center_targets,
+            )
+            if lc.relation_weight > 0
+            else None
+        )
 
     def calibrate(self, teachers, source) -> None:
         if self.card.loss.center_targets:
@@ -108,7 +122,13 @@ class XmagRecipe(Recipe):
         cells = self.head_l(cell_pool(tok.patches, self.k))
         loc = -F.cosine_similarity(cells, t, dim=-1).mean()
         total = lc.global_weight * g + lc.local_weight * loc
-        return total, {"global": float(g.detach()), "local": float(loc.detach())}
+        parts = {"global": float(g.detach()), "local": float(loc.detach())}
+        if self.relation is not None:
+            emb = student.pool(tok, student.spec.embedding.definition)
+            rel = self.relation(emb, t.mean(1))
+            total = total + lc.relation_weight * rel
+            parts["relation"] = float(rel.detach())
+        return total, parts
 
     @torch.no_grad()
     def evaluate_batch(self, student, teachers, source, items):
