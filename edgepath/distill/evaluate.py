@@ -102,6 +102,7 @@ def write_student(
     *,
     seconds: float,
     world: int,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from safetensors.torch import save_file
 
@@ -153,4 +154,5 @@ def write_student(
         stand_in=any(t.card.stand_in for t in teachers),
         fidelity=fid,
         fidelity_init=init_fid,
+        **({"metric_calibration": calibration} if calibration else {}),
     )

@@ -120,6 +120,13 @@ class LossSpec:
     relation_weight: float = 0.0
     relation_queue: int = 1024
     relation_temp: float = 0.04
+    #: xmag only, beyond the paper (0 = XMAG as published): weight of a head-free term on the
+    #: student embedding, -cos(embedding - b, P (target - mean)) with P the top principal
+    #: directions of the centred targets (as many as the student has dimensions, measured
+    #: once before training on ``direct_items`` training regions) and b a learned bias. With a
+    #: fixed orthonormal P the student's own cosine metric is asked to be the teacher's.
+    direct_weight: float = 0.0
+    direct_items: int = 256
     # expert (GPFM): CLS 1 - cos; patch cos / smooth-L1 mix
     cls_cos_weight: float = 1.0
     patch_weight: float = 1.0
@@ -174,6 +181,15 @@ class TrainSpec:
     #: Held-out tiles (max) for the final fidelity.
     eval_tiles: int = 256
     num_workers: int = 0
+    #: xmag only, beyond the paper: after training, rescale the student's output channels (a
+    #: positive per-channel factor folded into its final LayerNorm and the heads' first layer)
+    #: so that its own neighbourhoods match the teacher's on ``calibration_items`` training
+    #: items (edgepath/distill/calibrate.py). It changes the embedding's metric, nothing a
+    #: linear read-out of it could learn.
+    metric_calibration: bool = False
+    calibration_items: int = 1024
+    calibration_temp: float = 0.1
+    calibration_steps: int = 1000
 
 
 @dataclass(frozen=True)
@@ -221,9 +237,25 @@ class RecipeCard:
                 f"loss.relation_weight {lo.relation_weight} must be >= 0 and loss.relation_queue "
                 f"{lo.relation_queue} >= 2"
             )
-        if lo.relation_weight > 0 and self.recipe != "xmag":
+        for key in ("relation_weight", "direct_weight"):
+            if getattr(lo, key) > 0 and self.recipe != "xmag":
+                raise ConfigError(
+                    f"loss.{key} is an xmag option; recipe {self.recipe} does not use it"
+                )
+        tr = self.train
+        if tr.metric_calibration and self.recipe != "xmag":
             raise ConfigError(
-                f"loss.relation_weight is an xmag option; recipe {self.recipe} does not use it"
+                f"train.metric_calibration is an xmag option; recipe {self.recipe} does not use it"
+            )
+        if tr.calibration_items < 16 or tr.calibration_steps < 1 or not tr.calibration_temp > 0:
+            raise ConfigError(
+                "train.calibration_items must be >= 16, train.calibration_steps >= 1 and "
+                "train.calibration_temp > 0"
+            )
+        if lo.direct_weight < 0 or lo.direct_items < 2:
+            raise ConfigError(
+                f"loss.direct_weight {lo.direct_weight} must be >= 0 and loss.direct_items "
+                f"{lo.direct_items} >= 2"
             )
         keys = ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp")
         for key in (*keys, "relation_temp"):

@@ -26,6 +26,7 @@ from torch import nn
 
 from edgepath.distill import checkpoint as ckpt
 from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
+from edgepath.distill.calibrate import calibrate_metric
 from edgepath.distill.data import Source, build_source
 from edgepath.distill.evaluate import evaluate, write_student
 from edgepath.distill.recipe import RecipeCard
@@ -239,6 +240,11 @@ def distill(
 
     if init_fid is None:
         init_fid = evaluate(step_mod, teachers, source, card) if rank == 0 else None
+        if rank == 0 and tc.metric_calibration:  # the same calibration at init, for the record
+            probe = copy.deepcopy(step_mod)
+            calibrate_metric(probe, teachers, source, cache, card)
+            init_fid["metric_calibrated"] = _knn_only(evaluate(probe, teachers, source, card))
+            del probe
 
     model: nn.Module = step_mod
     if world > 1:
@@ -340,6 +346,10 @@ def distill(
         _barrier()
         return {"stopped_at": end}
     result: dict[str, Any] = {}
+    calibration = None
+    if rank == 0 and tc.metric_calibration:
+        before = _knn_only(evaluate(ema, teachers, source, card))
+        calibration = {**calibrate_metric(ema, teachers, source, cache, card), "before": before}
     if rank == 0:
         result = write_student(
             out,
@@ -351,10 +361,15 @@ def distill(
             init_fid,
             seconds=time.perf_counter() - t_start,
             world=world,
+            calibration=calibration,
         )
     _barrier()
     source.close()
     return result
+
+
+def _knn_only(fid: dict[str, Any]) -> dict[str, Any]:
+    return {k: fid.get(k) for k in ("knn10_agreement", "knn10_agreement_centered")}
 
 
 def _maybe_unused(card: RecipeCard) -> bool:

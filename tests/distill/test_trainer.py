@@ -54,11 +54,12 @@ def test_xmag_on_the_sample_slide_writes_a_student(sample_slide: Path, tmp_path:
     assert ckpts == ["step-00000002.pt", "step-00000003.pt"]  # keep_checkpoints = 2
 
 
-def test_xmag_relation_term_resumes_bitwise_and_stays_out_of_the_heads(
+def test_xmag_relation_term_and_calibration_resume_bitwise(
     sample_slide: Path, tmp_path: Path
 ) -> None:
     """The neighbourhood term's banks are checkpointed (resume continues bitwise) but are
-    training state: ``heads.safetensors`` keeps the heads only."""
+    training state: ``heads.safetensors`` keeps the heads only. The metric calibration after
+    the last step is deterministic and recorded in the manifest, at init and at the end."""
     over = [
         *TINY,
         *XMAG_SAMPLE,
@@ -70,6 +71,8 @@ def test_xmag_relation_term_resumes_bitwise_and_stays_out_of_the_heads(
         "loss.center_targets=true",
         "loss.relation_weight=1.0",
         "loss.relation_queue=4",
+        "train.metric_calibration=true",
+        "train.calibration_items=16",
     ]
     card = load_recipe("xmag", over)
     distill(card, out=tmp_path / "straight", slides=sample_slide)
@@ -92,6 +95,11 @@ def test_xmag_relation_term_resumes_bitwise_and_stays_out_of_the_heads(
         for r in (tmp_path / "straight" / "scalars.csv").read_text().split()[1:]
     ]
     assert rel[0] == 0.0 and any(v > 0 for v in rel[2:])  # zero until the bank fills, then on
+    man = read_manifest(tmp_path / "straight")
+    cal = man["metric_calibration"]
+    assert cal["items"] == 4 and cal["kl_after"] < cal["kl_before"]  # all 4 training regions
+    assert set(cal["before"]) == {"knn10_agreement", "knn10_agreement_centered"}
+    assert set(man["fidelity_init"]["metric_calibrated"]) == set(cal["before"])
 
 
 def test_refuses_to_overwrite_a_run(tile_dir: Path, tmp_path: Path) -> None:

@@ -78,12 +78,26 @@ class XmagRecipe(Recipe):
             if lc.relation_weight > 0
             else None
         )
+        if lc.direct_weight > 0:  # optional head-free term on the student embedding (LossSpec)
+            #: top principal directions of the centred targets, one per student dimension
+            self.register_buffer("p_basis", torch.zeros(student_dim, d))
+            self.register_buffer("p_mean", torch.zeros(d))
+            self.direct_bias = torch.nn.Parameter(torch.zeros(student_dim))
 
     def calibrate(self, teachers, source) -> None:
-        if self.card.loss.center_targets:
+        lc = self.card.loss
+        if lc.center_targets:
             means = self.teacher_means(teachers, source)
             self.t_mean.copy_(means["emb"])
             self.t_scale.copy_(means["emb.rms"])
+        if lc.direct_weight > 0:
+            rows = self.teacher_rows(teachers, source, n_items=lc.direct_items)["emb"].double()
+            mean = rows.mean(0)
+            _, _, vt = torch.linalg.svd(rows - mean, full_matrices=False)
+            k = min(self.p_basis.shape[0], vt.shape[0])
+            self.p_basis.zero_()
+            self.p_basis[:k] = vt[:k].float()
+            self.p_mean.copy_(mean.float())
 
     def target_rows(self, feats):
         return {"emb": feats["emb"].mean(1)}
@@ -123,12 +137,31 @@ class XmagRecipe(Recipe):
         loc = -F.cosine_similarity(cells, t, dim=-1).mean()
         total = lc.global_weight * g + lc.local_weight * loc
         parts = {"global": float(g.detach()), "local": float(loc.detach())}
+        emb = student.pool(tok, student.spec.embedding.definition)
         if self.relation is not None:
-            emb = student.pool(tok, student.spec.embedding.definition)
             rel = self.relation(emb, t.mean(1))
             total = total + lc.relation_weight * rel
             parts["relation"] = float(rel.detach())
+        if lc.direct_weight > 0:
+            target = (t.mean(1) + self.t_mean - self.p_mean) @ self.p_basis.t()
+            direct = -F.cosine_similarity(emb - self.direct_bias, target, dim=-1).mean()
+            total = total + lc.direct_weight * direct
+            parts["direct"] = float(direct.detach())
         return total, parts
+
+    @torch.no_grad()
+    def metric_pairs(self, student, batch, feats):
+        x = batch["student"][:, 0]
+        dev = next(student.parameters()).device
+        tok = student.forward_tokens(self.student_input(x).to(dev))
+        emb = student.pool(tok, student.spec.embedding.definition)
+        return emb, feats["emb"].float().mean(1)
+
+    @torch.no_grad()
+    def fold_input_scale(self, a: torch.Tensor) -> None:
+        for head in (self.head_g, self.head_l):  # both read student tokens (CLS, pooled patches)
+            first = head.mlp[0]
+            first.weight.div_(a.to(first.weight)[None, :])
 
     @torch.no_grad()
     def evaluate_batch(self, student, teachers, source, items):

@@ -1,0 +1,150 @@
+"""Metric calibration: a per-channel rescaling of the student's output, fitted after training
+so that the student's own neighbourhoods match the teacher's.
+
+The cosine losses of ``xmag`` align what a projection head reads out of the student's CLS with
+the teacher; they leave the CLS's own metric free. On the CPU acceptance data the trained
+CLS, read linearly, holds the teacher's neighbourhoods far better than its own cosine metric
+ranks them (docs/distill.md). This stage fixes the metric with as few parameters as possible:
+one positive factor per channel, ``a = exp(u - mean(u))``, fitted on training items (student
+view, cached teacher target) to the CompRess objective (Abbasi Koohpayegani et al., NeurIPS
+2020, arXiv:2010.14713), with every other training item as an anchor::
+
+    p_t(i) = softmax_j(<t_i, t_j> / tau),  p_s(i) = softmax_j(<a * s_i, a * s_j> / tau)   (j != i)
+    loss   = mean_i KL(p_t(i) || p_s(i))
+
+on centred, L2-normalised rows. The factors are folded into the affine weights of the student's
+final LayerNorm (every output token is scaled by ``a``) and divided out of the first layer of
+each head that reads those tokens, so the heads compute exactly what they did. The artifact
+keeps its architecture and format: export, quantize and embed see an ordinary student.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgepath.distill.data import Source, spread
+from edgepath.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def final_norm(backbone: nn.Module) -> nn.LayerNorm:
+    """The LayerNorm that produces the encoder's output tokens (timm ViT: ``norm``, or
+    ``fc_norm`` when ``norm`` is an Identity)."""
+    norm = getattr(backbone, "norm", None)
+    if isinstance(norm, nn.Identity):
+        norm = getattr(backbone, "fc_norm", None)
+    if not isinstance(norm, nn.LayerNorm) or not norm.elementwise_affine:
+        raise ConfigError(
+            "train.metric_calibration needs a student whose output tokens come from a final "
+            "LayerNorm with affine weights (timm ViTs have one); turn it off for this student"
+        )
+    return norm
+
+
+@torch.no_grad()
+def calibration_pairs(
+    step_mod: nn.Module, teachers, source: Source, cache, card
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student embedding, teacher target) of ``train.calibration_items`` training items spread
+    over the training set, cycling through the fixed views (cached features when there is a
+    cache, else the live teacher)."""
+    from edgepath.distill.cache import CACHE_DTYPE, as_stored
+
+    recipe = step_mod.recipe
+    n_views = card.views.fixed_views
+    picks = spread(len(source.train), card.train.calibration_items)
+    was = step_mod.training
+    step_mod.eval()
+    s_rows, t_rows = [], []
+    for a in range(0, len(picks), 32):
+        idx = picks[a : a + 32]
+        views = [(a + j) % n_views for j in range(len(idx))]
+        vs = [
+            recipe.views(source, i, source.train[i], v, teacher=cache is None)
+            for i, v in zip(idx, views, strict=True)
+        ]
+        batch = {"student": torch.stack([x["student"] for x in vs])}
+        if cache is not None:
+            feats = cache.get(idx, views)
+        else:
+            x = torch.stack([v["teacher"] for v in vs])
+            feats = as_stored(recipe.teacher_features(teachers, x), CACHE_DTYPE)
+        s, t = recipe.metric_pairs(step_mod.student, batch, feats)
+        s_rows.append(s.float().cpu())
+        t_rows.append(t.float().cpu())
+    step_mod.train(was)
+    return torch.cat(s_rows), torch.cat(t_rows)
+
+
+def neighbourhood_kl(s: torch.Tensor, log_pt: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean KL(p_t || p_s) of the rows of ``s`` against each other (self excluded); the anchors'
+    side is detached, as CompRess's memory bank is."""
+    z = F.normalize(s - s.mean(0), dim=-1)
+    eye = torch.eye(len(z), dtype=torch.bool)
+    logits = (z @ z.detach().t() / temperature).masked_fill(eye, -1e9)
+    log_ps = F.log_softmax(logits, dim=-1)
+    return (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
+
+
+def teacher_log_probs(t: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log p_t over the other rows (self excluded) of centred, normalised ``t``."""
+    z = F.normalize(t - t.mean(0), dim=-1)
+    eye = torch.eye(len(z), dtype=torch.bool)
+    return F.log_softmax((z @ z.t() / temperature).masked_fill(eye, -1e9), dim=-1)
+
+
+def fit_scales(
+    s: torch.Tensor, t: torch.Tensor, *, temperature: float, steps: int, lr: float = 1e-2
+) -> tuple[torch.Tensor, float, float]:
+    """Positive per-channel factors (geometric mean 1) minimising the neighbourhood KL of
+    ``s * a`` against ``t``; returns (a, KL before, KL after). Deterministic (full batch)."""
+    log_pt = teacher_log_probs(t.float(), temperature)
+    s = s.float()
+    u = torch.zeros(s.shape[1], requires_grad=True)
+    opt = torch.optim.Adam([u], lr=lr)
+    with torch.enable_grad():
+        before = float(neighbourhood_kl(s, log_pt, temperature))
+        for _ in range(steps):
+            loss = neighbourhood_kl(s * torch.exp(u - u.mean()), log_pt, temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    a = torch.exp(u - u.mean()).detach()
+    after = float(neighbourhood_kl(s * a, log_pt, temperature))
+    return a, before, after
+
+
+@torch.no_grad()
+def fold_scales(step_mod: nn.Module, a: torch.Tensor) -> None:
+    """Scale every output token of the student by ``a`` (in its final LayerNorm) and divide it
+    out of the heads that read those tokens."""
+    norm = final_norm(step_mod.student.backbone)
+    a = a.to(norm.weight.device, norm.weight.dtype)
+    norm.weight.mul_(a)
+    norm.bias.mul_(a)
+    step_mod.recipe.fold_input_scale(a)
+
+
+def calibrate_metric(step_mod: nn.Module, teachers, source: Source, cache, card) -> dict[str, Any]:
+    """Fit and fold the per-channel factors; returns what to record in the manifest."""
+    tc = card.train
+    final_norm(step_mod.student.backbone)  # refuse before any work
+    s, t = calibration_pairs(step_mod, teachers, source, cache, card)
+    a, before, after = fit_scales(s, t, temperature=tc.calibration_temp, steps=tc.calibration_steps)
+    fold_scales(step_mod, a)
+    log.info("metric calibration: neighbourhood KL %.3f -> %.3f on %d items", before, after, len(s))
+    return {
+        "items": len(s),
+        "temperature": tc.calibration_temp,
+        "steps": tc.calibration_steps,
+        "kl_before": round(before, 4),
+        "kl_after": round(after, 4),
+        "scale_min": round(float(a.min()), 4),
+        "scale_max": round(float(a.max()), 4),
+    }
