@@ -144,6 +144,8 @@ def distill(
         "fidelity": manifest.get("fidelity"),
         "stand_in": manifest.get("stand_in"),
     }
+    if manifest.get("metric_calibration"):
+        data["metric_calibration"] = manifest["metric_calibration"]
 
     def human(d: dict) -> None:
         f, f0 = d["fidelity"] or {}, d["fidelity_init"] or {}
@@ -157,6 +159,14 @@ def distill(
                     f"  {key:<16} {f0.get(key, float('nan')):.3f} -> {f[key]:.3f}  "
                     f"(held-out, {f.get('n_tiles')} tiles)"
                 )
+        cal = d.get("metric_calibration")
+        if cal:
+            b = cal.get("before", {}).get("knn10_agreement")
+            click.echo(
+                f"  metric calibration: neighbourhood KL {cal['kl_before']:.3f} -> "
+                f"{cal['kl_after']:.3f} on {cal['items']} training items"
+                + (f"; knn10_agreement before it {b:.3f}" if b is not None else "")
+            )
         if d["stand_in"]:
             click.echo("  (stand-in teacher: random weights, not a pathology model)")
 

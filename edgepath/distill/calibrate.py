@@ -5,8 +5,8 @@ The cosine losses of ``xmag`` align what a projection head reads out of the stud
 the teacher; they leave the CLS's own metric free. On the CPU acceptance data the trained
 CLS, read linearly, holds the teacher's neighbourhoods far better than its own cosine metric
 ranks them (docs/distill.md). This stage fixes the metric with as few parameters as possible:
-one positive factor per channel, ``a = exp(u - mean(u))``, fitted on training items (student
-view, cached teacher target) to the CompRess objective (Abbasi Koohpayegani et al., NeurIPS
+one positive factor per channel, ``a = exp(u - mean(u))``, fitted on plain (un-augmented)
+training items to the CompRess objective (Abbasi Koohpayegani et al., NeurIPS
 2020, arXiv:2010.14713), with every other training item as an anchor::
 
     p_t(i) = softmax_j(<t_i, t_j> / tau),  p_s(i) = softmax_j(<a * s_i, a * s_j> / tau)   (j != i)
@@ -48,38 +48,29 @@ def final_norm(backbone: nn.Module) -> nn.LayerNorm:
 
 
 @torch.no_grad()
-def calibration_pairs(
-    step_mod: nn.Module, teachers, source: Source, cache, card
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(student embedding, teacher target) of ``train.calibration_items`` training items spread
-    over the training set, cycling through the fixed views (cached features when there is a
-    cache, else the live teacher)."""
-    from edgepath.distill.cache import CACHE_DTYPE, as_stored
-
-    recipe = step_mod.recipe
-    n_views = card.views.fixed_views
+def calibration_targets(recipe, teachers, source: Source, card) -> tuple[list[int], torch.Tensor]:
+    """Training items spread over the training set and their teacher targets, on the plain
+    (un-augmented) views that held-out and deployed tiles look like. The teacher is run live:
+    its cached features are of augmented views."""
     picks = spread(len(source.train), card.train.calibration_items)
+    rows = []
+    for a in range(0, len(picks), 16):
+        items = [source.train[i] for i in picks[a : a + 16]]
+        rows.append(recipe.plain_targets(teachers, source, items).float().cpu())
+    return picks, torch.cat(rows)
+
+
+@torch.no_grad()
+def student_rows(step_mod: nn.Module, source: Source, picks: list[int]) -> torch.Tensor:
+    """The student's embedding of the plain views of ``picks``."""
     was = step_mod.training
     step_mod.eval()
-    s_rows, t_rows = [], []
+    rows = []
     for a in range(0, len(picks), 32):
-        idx = picks[a : a + 32]
-        views = [(a + j) % n_views for j in range(len(idx))]
-        vs = [
-            recipe.views(source, i, source.train[i], v, teacher=cache is None)
-            for i, v in zip(idx, views, strict=True)
-        ]
-        batch = {"student": torch.stack([x["student"] for x in vs])}
-        if cache is not None:
-            feats = cache.get(idx, views)
-        else:
-            x = torch.stack([v["teacher"] for v in vs])
-            feats = as_stored(recipe.teacher_features(teachers, x), CACHE_DTYPE)
-        s, t = recipe.metric_pairs(step_mod.student, batch, feats)
-        s_rows.append(s.float().cpu())
-        t_rows.append(t.float().cpu())
+        items = [source.train[i] for i in picks[a : a + 32]]
+        rows.append(step_mod.recipe.plain_embedding(step_mod.student, source, items).float().cpu())
     step_mod.train(was)
-    return torch.cat(s_rows), torch.cat(t_rows)
+    return torch.cat(rows)
 
 
 def neighbourhood_kl(s: torch.Tensor, log_pt: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -131,20 +122,47 @@ def fold_scales(step_mod: nn.Module, a: torch.Tensor) -> None:
     step_mod.recipe.fold_input_scale(a)
 
 
-def calibrate_metric(step_mod: nn.Module, teachers, source: Source, cache, card) -> dict[str, Any]:
-    """Fit and fold the per-channel factors; returns what to record in the manifest."""
+def calibrate_metric(
+    step_mod: nn.Module, teachers, source: Source, card, targets=None, *, shared: bool = True
+) -> tuple[dict[str, Any], tuple[list[int], torch.Tensor] | None]:
+    """Fit the per-channel factors and fold them into ``step_mod``. With ``shared`` every rank
+    calls this, rank 0 fits and broadcasts; without, the caller's process fits alone.
+    ``targets`` (from an earlier call) saves running the teacher again.
+
+    Returns what to record in the manifest (rank 0) and the targets, for reuse.
+    """
+    import torch.distributed as dist
+
+    from edgepath.distill.losses._dist import world_size
+
     tc = card.train
-    final_norm(step_mod.student.backbone)  # refuse before any work
-    s, t = calibration_pairs(step_mod, teachers, source, cache, card)
-    a, before, after = fit_scales(s, t, temperature=tc.calibration_temp, steps=tc.calibration_steps)
+    norm = final_norm(step_mod.student.backbone)  # refuse before any work
+    info: dict[str, Any] = {}
+    a = torch.ones(norm.weight.shape[0])
+    shared = shared and world_size() > 1
+    rank = dist.get_rank() if shared else 0
+    if rank == 0:
+        targets = targets or calibration_targets(step_mod.recipe, teachers, source, card)
+        picks, t = targets
+        s = student_rows(step_mod, source, picks)
+        a, before, after = fit_scales(
+            s, t, temperature=tc.calibration_temp, steps=tc.calibration_steps
+        )
+        log.info(
+            "metric calibration: neighbourhood KL %.3f -> %.3f on %d items", before, after, len(s)
+        )
+        info = {
+            "items": len(s),
+            "views": "plain (no augmentation), live teacher",
+            "temperature": tc.calibration_temp,
+            "steps": tc.calibration_steps,
+            "kl_before": round(before, 4),
+            "kl_after": round(after, 4),
+            "scale_min": round(float(a.min()), 4),
+            "scale_max": round(float(a.max()), 4),
+        }
+    if shared:
+        a = a.to(norm.weight.device)
+        dist.broadcast(a, src=0)
     fold_scales(step_mod, a)
-    log.info("metric calibration: neighbourhood KL %.3f -> %.3f on %d items", before, after, len(s))
-    return {
-        "items": len(s),
-        "temperature": tc.calibration_temp,
-        "steps": tc.calibration_steps,
-        "kl_before": round(before, 4),
-        "kl_after": round(after, 4),
-        "scale_min": round(float(a.min()), 4),
-        "scale_max": round(float(a.max()), 4),
-    }
+    return info, targets

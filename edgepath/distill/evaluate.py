@@ -112,7 +112,7 @@ def write_student(
     from edgepath.models.encoder import Encoder
 
     fid = evaluate(ema, teachers, source, card)
-    heads = {k: v.detach().contiguous().cpu() for k, v in ema.recipe.export_state().items()}
+    heads = {k: v.detach().contiguous().cpu() for k, v in ema.recipe.state_dict().items()}
     with atomic_path(out / "heads.safetensors", suffix=".safetensors") as tmp:
         save_file(heads, str(tmp))
     write_text_atomic(out / "recipe.toml", to_toml(card))

@@ -112,21 +112,6 @@ class LossSpec:
     #: is specific to each tile and not the direction every tile shares (feature
     #: standardisation as in PHI-S / AM-RADIO, arXiv:2410.01680). The papers use raw targets.
     center_targets: bool = False
-    #: xmag only, beyond the paper (0 = XMAG as published): weight of a neighbourhood term on
-    #: the student embedding itself, CompRess "2q" (arXiv:2010.14713): KL between the
-    #: teacher's and the student's softmax similarities to a bank of recent items
-    #: (edgepath/distill/losses/relation.py). The cosine terms align what a head reads out of
-    #: the student; this one aligns the student's own metric (kNN, retrieval).
-    relation_weight: float = 0.0
-    relation_queue: int = 1024
-    relation_temp: float = 0.04
-    #: xmag only, beyond the paper (0 = XMAG as published): weight of a head-free term on the
-    #: student embedding, -cos(embedding - b, P (target - mean)) with P the top principal
-    #: directions of the centred targets (as many as the student has dimensions, measured
-    #: once before training on ``direct_items`` training regions) and b a learned bias. With a
-    #: fixed orthonormal P the student's own cosine metric is asked to be the teacher's.
-    direct_weight: float = 0.0
-    direct_items: int = 256
     # expert (GPFM): CLS 1 - cos; patch cos / smooth-L1 mix
     cls_cos_weight: float = 1.0
     patch_weight: float = 1.0
@@ -184,10 +169,10 @@ class TrainSpec:
     #: xmag only, beyond the paper: after training, rescale the student's output channels (a
     #: positive per-channel factor folded into its final LayerNorm and the heads' first layer)
     #: so that its own neighbourhoods match the teacher's on ``calibration_items`` training
-    #: items (edgepath/distill/calibrate.py). It changes the embedding's metric, nothing a
-    #: linear read-out of it could learn.
+    #: items (edgepath/distill/calibrate.py). An invertible linear map: a linear probe on the
+    #: embedding is unaffected, its kNN / retrieval metric changes.
     metric_calibration: bool = False
-    calibration_items: int = 1024
+    calibration_items: int = 512
     calibration_temp: float = 0.1
     calibration_steps: int = 1000
 
@@ -232,16 +217,6 @@ class RecipeCard:
         if self.train.keep_checkpoints < 1:
             raise ConfigError("train.keep_checkpoints must be >= 1")
         lo = self.loss
-        if lo.relation_weight < 0 or lo.relation_queue < 2:
-            raise ConfigError(
-                f"loss.relation_weight {lo.relation_weight} must be >= 0 and loss.relation_queue "
-                f"{lo.relation_queue} >= 2"
-            )
-        for key in ("relation_weight", "direct_weight"):
-            if getattr(lo, key) > 0 and self.recipe != "xmag":
-                raise ConfigError(
-                    f"loss.{key} is an xmag option; recipe {self.recipe} does not use it"
-                )
         tr = self.train
         if tr.metric_calibration and self.recipe != "xmag":
             raise ConfigError(
@@ -252,13 +227,7 @@ class RecipeCard:
                 "train.calibration_items must be >= 16, train.calibration_steps >= 1 and "
                 "train.calibration_temp > 0"
             )
-        if lo.direct_weight < 0 or lo.direct_items < 2:
-            raise ConfigError(
-                f"loss.direct_weight {lo.direct_weight} must be >= 0 and loss.direct_items "
-                f"{lo.direct_items} >= 2"
-            )
-        keys = ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp")
-        for key in (*keys, "relation_temp"):
+        for key in ("student_temp", "teacher_temp", "teacher_temp_start", "frozen_head_temp"):
             if not getattr(lo, key) > 0:
                 raise ConfigError(
                     f"loss.{key} {getattr(lo, key)} must be > 0 (a softmax temperature)"

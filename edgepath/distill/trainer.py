@@ -206,7 +206,8 @@ def distill(
         if _without_steps(saved) != _without_steps(mine):
             raise ConfigError(
                 f"{ckpt_dir}: checkpoints were written by a different recipe; resume with the "
-                "same recipe and overrides (only train.steps may change) or use a new -o folder"
+                "same recipe and overrides (only train.steps and the train.calibration settings may "
+                "change) or use a new -o folder"
             )
         step_mod.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -238,11 +239,12 @@ def distill(
                 cache.finish()
         _barrier()
 
+    cal_targets = None  # the teacher side of the metric calibration, computed once
     if init_fid is None:
         init_fid = evaluate(step_mod, teachers, source, card) if rank == 0 else None
         if rank == 0 and tc.metric_calibration:  # the same calibration at init, for the record
             probe = copy.deepcopy(step_mod)
-            calibrate_metric(probe, teachers, source, cache, card)
+            _, cal_targets = calibrate_metric(probe, teachers, source, card, shared=False)
             init_fid["metric_calibrated"] = _knn_only(evaluate(probe, teachers, source, card))
             del probe
 
@@ -347,9 +349,10 @@ def distill(
         return {"stopped_at": end}
     result: dict[str, Any] = {}
     calibration = None
-    if rank == 0 and tc.metric_calibration:
-        before = _knn_only(evaluate(ema, teachers, source, card))
-        calibration = {**calibrate_metric(ema, teachers, source, cache, card), "before": before}
+    if tc.metric_calibration:  # fitted on rank 0, folded on every rank: one model everywhere
+        before = _knn_only(evaluate(ema, teachers, source, card)) if rank == 0 else {}
+        info, _ = calibrate_metric(ema, teachers, source, card, cal_targets)
+        calibration = {**info, "before": before}
     if rank == 0:
         result = write_student(
             out,
@@ -392,9 +395,20 @@ def _card_dict(card: RecipeCard) -> dict[str, Any]:
 
 
 def _without_steps(d: dict[str, Any]) -> dict[str, Any]:
+    """The card without what may change on resume: the length of the run and the metric
+    calibration, which acts after the last step (so a finished run can be calibrated)."""
     d = copy.deepcopy(d)
-    d.get("train", {}).pop("steps", None)
+    for key in ("steps", *CALIBRATION_KEYS):
+        d.get("train", {}).pop(key, None)
     return d
+
+
+CALIBRATION_KEYS = (
+    "metric_calibration",
+    "calibration_items",
+    "calibration_temp",
+    "calibration_steps",
+)
 
 
 def _open_cache(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -74,56 +73,3 @@ def test_teacher_means_spread_and_rms(sample_slide) -> None:
     rms = (g - rec.t_mean).pow(2).sum(-1).mean().sqrt()
     assert float(rec.t_scale) > 0
     assert torch.allclose(rec.t_scale, rms, rtol=0.05)  # fp16-rounded features: not exact
-
-
-def test_xmag_direct_term_basis_and_loss(sample_slide) -> None:
-    """The direct term's basis is the targets' principal directions (orthonormal rows, the first
-    one the direction of largest variance), and the term is -1 for an embedding that is (a
-    positive multiple of) the projected target plus the learned bias."""
-    from types import SimpleNamespace
-
-    from edgepath.distill.data import build_source
-    from edgepath.distill.recipe import load_recipe
-    from edgepath.distill.recipes.xmag import XmagRecipe
-    from edgepath.distill.teachers import load_teachers
-
-    from .conftest import TINY, XMAG_SAMPLE
-
-    card = load_recipe("xmag", [*TINY, *XMAG_SAMPLE, "loss.direct_weight=1.0"])
-    teachers = load_teachers(card.teachers)
-    src = build_source("xmag", slides=sample_slide, tiles=None, data=card.data, mpp=0.5)
-    rec = XmagRecipe(card, student_dim=8, teachers=teachers)
-    rec.calibrate(teachers, src)
-    rows = rec.teacher_rows(teachers, src, n_items=card.loss.direct_items)["emb"]
-    k = min(8, len(rows))
-    p = rec.p_basis[:k]
-    assert torch.allclose(p @ p.t(), torch.eye(k), atol=1e-5)
-    assert torch.allclose(rec.p_mean, rows.mean(0), atol=1e-5)
-    var = ((rows - rec.p_mean) @ p.t()).var(0)
-    assert torch.all(var[:-1] >= var[1:] - 1e-6)  # ordered by explained variance
-    u = torch.randn(rows.shape[1])  # no random direction explains more than the first one
-    u = u / u.norm()
-    assert var[0] >= ((rows - rec.p_mean) @ u).var() - 1e-6
-
-    feats = {"emb": rows[:4, None].expand(4, 16, -1)}  # cells equal to the target
-    target = (rows[:4] - rec.p_mean) @ rec.p_basis.t()
-    with torch.no_grad():
-        rec.direct_bias.copy_(torch.randn(8))
-    emb = 3.0 * target + rec.direct_bias
-
-    class Stub(torch.nn.Module):
-        spec = SimpleNamespace(embedding=SimpleNamespace(definition="cls"))
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
-
-        def forward_tokens(self, x):
-            return SimpleNamespace(cls=emb, patches=torch.zeros(4, 256, 8))
-
-        def pool(self, tok, definition):
-            return tok.cls
-
-    batch = {"student": torch.zeros(4, 1, 3, 224, 224)}
-    _, parts = rec.loss(Stub(), batch, feats, step=0)
-    assert parts["direct"] == pytest.approx(-1.0, abs=1e-5)

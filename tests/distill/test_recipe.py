@@ -51,8 +51,8 @@ def test_overrides_change_values_and_keep_types() -> None:
         ("data.low_mpp=1.2", "must be an integer"),
         ("data.holdout=1.5", "data.holdout"),
         ("loss.frozen_head_temp=0", "softmax temperature"),
-        ("loss.relation_temp=0", "loss.relation_temp"),
-        ("loss.relation_queue=1", "relation_queue"),
+        ("train.calibration_temp=0", "calibration_temp"),
+        ("train.calibration_items=4", "calibration_items"),
     ],
 )
 def test_bad_overrides(override: str, match: str) -> None:
@@ -60,10 +60,10 @@ def test_bad_overrides(override: str, match: str) -> None:
         load_recipe("xmag", [override])
 
 
-def test_relation_term_is_an_xmag_option() -> None:
-    assert load_recipe("xmag", ["loss.relation_weight=0.5"]).loss.relation_weight == 0.5
+def test_metric_calibration_is_an_xmag_option() -> None:
+    assert load_recipe("xmag", ["train.metric_calibration=true"]).train.metric_calibration
     with pytest.raises(ConfigError, match="xmag option"):
-        load_recipe("h0mini", ["loss.relation_weight=0.5"])
+        load_recipe("h0mini", ["train.metric_calibration=true"])
 
 
 def test_single_teacher_recipes_refuse_two() -> None:

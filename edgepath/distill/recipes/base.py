@@ -100,24 +100,6 @@ class Recipe(nn.Module):
             out[f"{k}.rms"] = var.clamp(min=0).sqrt().float()
         return out
 
-    @torch.no_grad()
-    def teacher_rows(
-        self, teachers: list[Teacher], source: Source, *, n_items: int = 256
-    ) -> dict[str, torch.Tensor]:
-        """The ``target_rows`` of ``n_items`` training items (view 0) spread evenly over the
-        training set, rounded like the cache (so cached, live and resumed runs agree)."""
-        from edgepath.distill.cache import CACHE_DTYPE, as_stored
-
-        out: dict[str, list[torch.Tensor]] = {}
-        picks = spread(len(source.train), n_items)
-        for a in range(0, len(picks), 16):
-            idx = picks[a : a + 16]
-            x = torch.stack([self.views(source, i, source.train[i], 0)["teacher"] for i in idx])
-            feats = as_stored(self.teacher_features(teachers, x), CACHE_DTYPE)
-            for k, r in self.target_rows(feats).items():
-                out.setdefault(k, []).append(r.float())
-        return {k: torch.cat(v) for k, v in out.items()}
-
     def target_rows(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The embedding targets a head predicts, as (N, D) rows per feature (default: none)."""
         return {}
@@ -138,20 +120,12 @@ class Recipe(nn.Module):
         """Total loss and its terms for one micro-batch."""
         raise NotImplementedError
 
-    def export_state(self) -> dict[str, torch.Tensor]:
-        """What ``heads.safetensors`` keeps: the state without training-only buffers (memory
-        banks), which checkpoints still carry."""
-        return {
-            k: v for k, v in self.state_dict().items() if k.split(".")[0] not in self.training_only
-        }
+    def plain_targets(self, teachers: list[Teacher], source: Source, items: list[Item]):
+        """The teacher's embedding target of un-augmented items (metric calibration)."""
+        raise NotImplementedError(f"{type(self).__name__} has no metric calibration")
 
-    #: Submodules whose state is training-only (checkpointed, not exported).
-    training_only: tuple[str, ...] = ()
-
-    def metric_pairs(
-        self, student, batch: dict[str, torch.Tensor], feats: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(student embedding, teacher embedding) rows for metric calibration."""
+    def plain_embedding(self, student, source: Source, items: list[Item]) -> torch.Tensor:
+        """The student's embedding of un-augmented items (metric calibration)."""
         raise NotImplementedError(f"{type(self).__name__} has no metric calibration")
 
     def fold_input_scale(self, a: torch.Tensor) -> None:

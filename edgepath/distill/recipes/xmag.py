@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from edgepath.distill.data import Item, Source
 from edgepath.distill.heads import ProjectionHead
-from edgepath.distill.losses.relation import RelationLoss
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes.base import Recipe
 from edgepath.distill.teachers import Teacher
@@ -49,7 +48,6 @@ class XmagRecipe(Recipe):
 
     source_kind = "regions"
     views_format = 2  # 2: views.flip applies a dihedral symmetry to both magnifications
-    training_only = ("relation",)
 
     def __init__(self, card: RecipeCard, *, student_dim: int, teachers: list[Teacher]) -> None:
         super().__init__(card, student_dim=student_dim, teachers=teachers)
@@ -66,38 +64,12 @@ class XmagRecipe(Recipe):
         self.register_buffer("t_mean", torch.zeros(d))
         #: RMS length of the centred global target (zero unless loss.center_targets)
         self.register_buffer("t_scale", torch.zeros(()))
-        #: optional neighbourhood term on the student embedding (not in XMAG; see LossSpec)
-        self.relation = (
-            RelationLoss(
-                student_dim,
-                d,
-                queue=lc.relation_queue,
-                temperature=lc.relation_temp,
-                center_student=lc.center_targets,
-            )
-            if lc.relation_weight > 0
-            else None
-        )
-        if lc.direct_weight > 0:  # optional head-free term on the student embedding (LossSpec)
-            #: top principal directions of the centred targets, one per student dimension
-            self.register_buffer("p_basis", torch.zeros(student_dim, d))
-            self.register_buffer("p_mean", torch.zeros(d))
-            self.direct_bias = torch.nn.Parameter(torch.zeros(student_dim))
 
     def calibrate(self, teachers, source) -> None:
-        lc = self.card.loss
-        if lc.center_targets:
+        if self.card.loss.center_targets:
             means = self.teacher_means(teachers, source)
             self.t_mean.copy_(means["emb"])
             self.t_scale.copy_(means["emb.rms"])
-        if lc.direct_weight > 0:
-            rows = self.teacher_rows(teachers, source, n_items=lc.direct_items)["emb"].double()
-            mean = rows.mean(0)
-            _, _, vt = torch.linalg.svd(rows - mean, full_matrices=False)
-            k = min(self.p_basis.shape[0], vt.shape[0])
-            self.p_basis.zero_()
-            self.p_basis[:k] = vt[:k].float()
-            self.p_mean.copy_(mean.float())
 
     def target_rows(self, feats):
         return {"emb": feats["emb"].mean(1)}
@@ -136,26 +108,18 @@ class XmagRecipe(Recipe):
         cells = self.head_l(cell_pool(tok.patches, self.k))
         loc = -F.cosine_similarity(cells, t, dim=-1).mean()
         total = lc.global_weight * g + lc.local_weight * loc
-        parts = {"global": float(g.detach()), "local": float(loc.detach())}
-        emb = student.pool(tok, student.spec.embedding.definition)
-        if self.relation is not None:
-            rel = self.relation(emb, t.mean(1))
-            total = total + lc.relation_weight * rel
-            parts["relation"] = float(rel.detach())
-        if lc.direct_weight > 0:
-            target = (t.mean(1) + self.t_mean - self.p_mean) @ self.p_basis.t()
-            direct = -F.cosine_similarity(emb - self.direct_bias, target, dim=-1).mean()
-            total = total + lc.direct_weight * direct
-            parts["direct"] = float(direct.detach())
-        return total, parts
+        return total, {"global": float(g.detach()), "local": float(loc.detach())}
 
     @torch.no_grad()
-    def metric_pairs(self, student, batch, feats):
-        x = batch["student"][:, 0]
-        dev = next(student.parameters()).device
-        tok = student.forward_tokens(self.student_input(x).to(dev))
-        emb = student.pool(tok, student.spec.embedding.definition)
-        return emb, feats["emb"].float().mean(1)
+    def plain_targets(self, teachers, source, items):
+        high = torch.stack([source.high(i) for i in items])
+        return self.teacher_features(teachers, high)["emb"].mean(1)
+
+    @torch.no_grad()
+    def plain_embedding(self, student, source, items):
+        x = torch.stack([source.low(i) for i in items])
+        tok = student.forward_tokens(self.student_input(x).to(next(student.parameters()).device))
+        return student.pool(tok, student.spec.embedding.definition)
 
     @torch.no_grad()
     def fold_input_scale(self, a: torch.Tensor) -> None:
