@@ -26,7 +26,7 @@ from torch import nn
 
 from edgepath.distill import checkpoint as ckpt
 from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
-from edgepath.distill.calibrate import calibrate_metric
+from edgepath.distill.calibrate import calibrate_metric, final_norm
 from edgepath.distill.data import Source, build_source
 from edgepath.distill.evaluate import evaluate, write_student
 from edgepath.distill.recipe import RecipeCard
@@ -179,6 +179,8 @@ def distill(
     rcls = recipe_class(card.recipe)
     source = build_source(card.recipe, slides=slides, tiles=tiles, data=card.data, mpp=mpp)
     student, spec, _ = _student(card, teachers, device)
+    if tc.metric_calibration:
+        final_norm(student.backbone)  # refuse now, not after the last step
     torch.manual_seed(tc.seed + 1)
     recipe = rcls(card, student_dim=student.token_dim, teachers=teachers).to(device)
     recipe.calibrate(teachers, source)
