@@ -73,21 +73,22 @@ def student_rows(step_mod: nn.Module, source: Source, picks: list[int]) -> torch
     return torch.cat(rows)
 
 
+def neighbour_log_probs(
+    x: torch.Tensor, temperature: float, *, detach_anchors: bool = False
+) -> torch.Tensor:
+    """log softmax of each row's similarities to the other rows (self excluded), on centred,
+    L2-normalised rows; ``detach_anchors`` stops the gradient through the anchors' side, as
+    CompRess's memory bank does."""
+    z = F.normalize(x - x.mean(0), dim=-1)
+    anchors = z.detach() if detach_anchors else z
+    eye = torch.eye(len(z), dtype=torch.bool)
+    return F.log_softmax((z @ anchors.t() / temperature).masked_fill(eye, -1e9), dim=-1)
+
+
 def neighbourhood_kl(s: torch.Tensor, log_pt: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean KL(p_t || p_s) of the rows of ``s`` against each other (self excluded); the anchors'
-    side is detached, as CompRess's memory bank is."""
-    z = F.normalize(s - s.mean(0), dim=-1)
-    eye = torch.eye(len(z), dtype=torch.bool)
-    logits = (z @ z.detach().t() / temperature).masked_fill(eye, -1e9)
-    log_ps = F.log_softmax(logits, dim=-1)
+    """Mean KL(p_t || p_s) with p_s the neighbour distribution of the rows of ``s``."""
+    log_ps = neighbour_log_probs(s, temperature, detach_anchors=True)
     return (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
-
-
-def teacher_log_probs(t: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p_t over the other rows (self excluded) of centred, normalised ``t``."""
-    z = F.normalize(t - t.mean(0), dim=-1)
-    eye = torch.eye(len(z), dtype=torch.bool)
-    return F.log_softmax((z @ z.t() / temperature).masked_fill(eye, -1e9), dim=-1)
 
 
 def fit_scales(
@@ -95,7 +96,7 @@ def fit_scales(
 ) -> tuple[torch.Tensor, float, float]:
     """Positive per-channel factors (geometric mean 1) minimising the neighbourhood KL of
     ``s * a`` against ``t``; returns (a, KL before, KL after). Deterministic (full batch)."""
-    log_pt = teacher_log_probs(t.float(), temperature)
+    log_pt = neighbour_log_probs(t.float(), temperature)
     s = s.float()
     u = torch.zeros(s.shape[1], requires_grad=True)
     opt = torch.optim.Adam([u], lr=lr)
