@@ -251,16 +251,22 @@ def _read_image(path: str, px: int) -> np.ndarray:
 
 
 def build_source(
-    recipe_kind: str, *, slides: str | Path | None, tiles: str | Path | None, data, mpp: float
+    kind: str, *, slides: str | Path | None, tiles: str | Path | None, data, mpp: float
 ) -> Source:
-    """The item source of a run from ``--slides`` or ``--tiles`` and the recipe's data section."""
+    """The item source of a run from ``--slides`` or ``--tiles`` and the recipe's data section.
+
+    ``kind`` is the recipe's ``source_kind``: ``tiles`` (one tile per item, read at ``mpp``) or
+    ``regions`` (a ``data.low_mpp`` tile and the same region at ``data.high_mpp``).
+    """
     if (slides is None) == (tiles is None):
         raise ConfigError("pass exactly one of --slides DIR or --tiles DIR")
-    if recipe_kind == "xmag":
+    if kind not in ("tiles", "regions"):
+        raise ValueError(f"source kind {kind!r}: expected 'tiles' or 'regions'")
+    if kind == "regions":
         if tiles is not None:
             raise ConfigError(
-                "xmag reads each region at two magnifications from the slide pyramid: pass "
-                "--slides DIR, not --tiles"
+                "this recipe reads each region at two magnifications from the slide pyramid: "
+                "pass --slides DIR, not --tiles"
             )
         train, held = [], []
         for p in list_slides(slides):

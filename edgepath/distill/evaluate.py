@@ -70,6 +70,11 @@ def evaluate(step_mod: nn.Module, teachers, source: Source, card: RecipeCard) ->
     return out
 
 
+def knn_only(fid: dict[str, Any]) -> dict[str, Any]:
+    """The two kNN-10 agreements of a fidelity record."""
+    return {k: fid.get(k) for k in ("knn10_agreement", "knn10_agreement_centered")}
+
+
 def heldout_subset(items: list, n: int) -> list:
     """``n`` held-out items spread evenly over the list (all when ``n`` covers it).
 
@@ -102,8 +107,10 @@ def write_student(
     *,
     seconds: float,
     world: int,
-    calibration: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Evaluate the final model and write the student artifact; ``extra``: more manifest
+    entries (what the recipe's finalisation recorded)."""
     from safetensors.torch import save_file
 
     from edgepath.artifact import save_encoder
@@ -154,5 +161,5 @@ def write_student(
         stand_in=any(t.card.stand_in for t in teachers),
         fidelity=fid,
         fidelity_init=init_fid,
-        **({"metric_calibration": calibration} if calibration else {}),
+        **(extra or {}),
     )

@@ -154,7 +154,8 @@ class TrainSpec:
     seed: int = 0
     #: ``auto``: bf16 autocast on CUDA, fp32 on CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    #: ``ddp`` or ``fsdp`` (shards the student and heads; the frozen teacher is replicated).
+    #: ``ddp`` only: every rank holds the frozen teacher and the student (docs/distill.md,
+    #: "Strategy"); ``fsdp`` is refused with the reason.
     strategy: Literal["ddp", "fsdp"] = "ddp"
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -218,6 +219,12 @@ class RecipeCard:
             raise ConfigError("train.keep_checkpoints must be >= 1")
         lo = self.loss
         tr = self.train
+        if tr.strategy == "fsdp":
+            raise ConfigError(
+                'train.strategy = "fsdp": FSDP is not supported; edgepath trains with DDP '
+                "(a frozen teacher of up to 1.1 B parameters and the student fit on one GPU: "
+                'docs/distill.md, Strategy); set train.strategy = "ddp"'
+            )
         if tr.metric_calibration and self.recipe != "xmag":
             raise ConfigError(
                 f"train.metric_calibration is an xmag option; recipe {self.recipe} does not use it"

@@ -56,27 +56,29 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def load_teachers(refs, *, device: torch.device | str = "cpu", fsdp: bool = False) -> list[Teacher]:
-    """Load the recipe's teachers (``TeacherRef``s), frozen, in eval mode, on ``device``."""
+def load_teachers(
+    refs, *, device: torch.device | str = "cpu", random_weights: bool = False
+) -> list[Teacher]:
+    """Load the recipe's teachers (``TeacherRef``s), frozen, in eval mode, on ``device``.
+
+    ``random_weights``: a teacher without weights gets seeded random ones (speed measurements;
+    ``info["random_weights"]`` says so).
+    """
     from edgepath.models import load_model
     from edgepath.models.loading import as_card
 
     out = []
     for ref in refs:
         card = as_card(ref.card)
-        enc, info = load_model(card, weights=ref.weights or None)
+        enc, info = load_model(card, weights=ref.weights or None, random_weights=random_weights)
         enc = enc.eval().to(device)
         for p in enc.parameters():
             p.requires_grad_(False)
-        if fsdp:  # pragma: no cover - GPU clusters only (tests marked gpu)
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            enc.backbone = FSDP(enc.backbone, device_id=torch.device(device))
         log.info(
             "teacher %s (%s)%s",
             card.name,
             info.get("sha256", "")[:12],
-            " stand-in" if card.stand_in else "",
+            " stand-in" if card.stand_in else (" random weights" if info["random_weights"] else ""),
         )
         out.append(Teacher(enc, card, info, ref.weight))
     return out

@@ -1,5 +1,9 @@
-"""The distillation loop: DDP (NCCL on GPUs, gloo on CPU) or FSDP, accumulation, clipping, AdamW,
+"""The distillation loop: DDP (NCCL on GPUs, gloo on CPU), accumulation, clipping, AdamW,
 cosine schedules, EMA student, teacher-feature cache, atomic checkpoints and exact resume.
+
+The trainer knows no recipe by name: what differs between recipes (views, teacher features,
+the student pass and its loss, the student's mpp, what happens after the last step) is a method
+of the recipe class (``edgepath.distill.recipes.base.Recipe``).
 
 Run it in one process or under ``torchrun --nproc-per-node N -m edgepath distill …``: the
 process group is set up from the ``torchrun`` environment. Every random choice (which tile, which
@@ -26,13 +30,13 @@ from torch import nn
 
 from edgepath.distill import checkpoint as ckpt
 from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
-from edgepath.distill.calibrate import calibrate_metric, final_norm
 from edgepath.distill.data import Source, build_source
 from edgepath.distill.evaluate import evaluate, write_student
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes import recipe_class
 from edgepath.distill.schedules import cosine
 from edgepath.distill.teachers import load_teachers
+from edgepath.distill.timing import NO_TIMER, NoTimer
 from edgepath.distill.views import generator, seed_of
 from edgepath.errors import ConfigError
 
@@ -57,19 +61,29 @@ class _Step(nn.Module):
         self.student = student
         self.recipe = recipe
 
-    def forward(self, batch, feats, step: int):
-        return self.recipe.loss(self.student, batch, feats, step=step)
+    def forward(self, batch, feats, step: int, timer: NoTimer = NO_TIMER):
+        with timer.phase("student"):
+            out = self.recipe.student_forward(self.student, batch)
+        with timer.phase("loss"):
+            return self.recipe.loss_terms(out, feats, step=step)
 
 
-def _dist_setup() -> tuple[int, int, torch.device]:
-    """Init the process group from the torchrun environment; (rank, world, device)."""
+def _dist_setup(device: str = "auto") -> tuple[int, int, torch.device]:
+    """Init the process group from the torchrun environment; (rank, world, device).
+
+    ``device``: ``auto`` (CUDA where there is one), ``cuda`` or ``cpu``.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not cuda:
+        raise ConfigError("device cuda: torch sees no CUDA GPU here; use --device cpu")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if torch.cuda.is_available():
+    if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
@@ -92,8 +106,8 @@ def _student(card: RecipeCard, teachers, device) -> tuple[nn.Module, Any, Any]:
     from edgepath.models.students import student_spec
 
     t0 = teachers[0].card
-    mpp = card.data.low_mpp if card.recipe == "xmag" else (card.data.mpp or t0.input.mpp)
-    inp = InputSpec(card.data.tile_px, mpp, t0.input.mean, t0.input.std)
+    rcls = recipe_class(card.recipe)
+    inp = InputSpec(card.data.tile_px, rcls.student_mpp(card, t0), t0.input.mean, t0.input.std)
     if tuple(t0.input.std) == (1.0, 1.0, 1.0) and tuple(t0.input.mean) == (0.0, 0.0, 0.0):
         # the student inherits the teacher's normalisation; on raw [0, 1] H&E a ViT learns far
         # slower (docs/distill.md: held-out centred cosine 0.10 vs 0.74 after 200 steps)
@@ -105,7 +119,7 @@ def _student(card: RecipeCard, teachers, device) -> tuple[nn.Module, Any, Any]:
         )
     spec = student_spec(card.student.name, input=inp, embedding=card.student.embedding)
     train_spec = spec
-    if card.views.local_crops > 0 and (card.recipe == "h0mini" or card.loss.with_h0mini):
+    if rcls.dynamic_img_size(card):
         arch = dataclasses.replace(
             spec.architecture, kwargs={**spec.architecture.kwargs, "dynamic_img_size": True}
         )
@@ -141,6 +155,37 @@ class Sampler:
         return int(self._perm[1][n % self.n]), seed_of(self.seed, "fixed-view", n) % self.v
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds, set up once by :func:`_setup`."""
+
+    card: RecipeCard
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    teachers: list
+    source: Source
+    spec: Any
+    step_mod: _Step
+    ema: _Step
+    opt: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    t_start: float
+    start: int = 0
+    init_fid: dict[str, Any] | None = None
+    cache: FeatureCache | None = None
+    rng: Any = None
+
+    @property
+    def recipe(self):
+        return self.step_mod.recipe
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+
 def distill(
     card: RecipeCard,
     *,
@@ -151,6 +196,10 @@ def distill(
     cache_dir: str | Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop_after: int | None = None,
+    random_teachers: bool = False,
+    device: str = "auto",
+    speed_only: bool = False,
+    timer: NoTimer = NO_TIMER,
 ) -> dict[str, Any]:
     """Distil the recipe's teacher(s) into its student; write the student artifact to ``out``.
 
@@ -163,27 +212,80 @@ def distill(
         resume: Continue from the newest checkpoint in ``out/checkpoints``.
         cache_dir: Teacher-feature cache folder (default ``out/cache``).
         on_progress: Called after each step (rank 0 only).
-        stop_after: Stop (without the artifact) after this many steps: for tests.
+        stop_after: Stop (without the artifact) after this many steps: for tests and benchmarks.
+        random_teachers: Teachers without weights get seeded random ones (speed measurements
+            only: the manifest records ``random_weights``).
+        device: ``auto`` (CUDA where there is one; under torchrun, ``LOCAL_RANK``'s GPU),
+            ``cuda`` or ``cpu``.
+        speed_only: Skip the one-off passes that only fix teacher statistics or measure
+            (the recipe's ``calibrate``, the held-out fidelity at init): for speed
+            measurements, which stop before the artifact (``stop_after``).
+        timer: Charged with each phase of each step (``edgepath bench distill``).
 
     Returns:
         The manifest written (rank 0), or a summary on other ranks.
     """
-    out = Path(out)
-    rank, world, device = _dist_setup()
-    tc = card.train
-    t_start = time.perf_counter()
-    teachers = load_teachers(
-        card.teachers, device=device, fsdp=tc.strategy == "fsdp" and device.type == "cuda"
+    if speed_only and stop_after is None:
+        raise ValueError("speed_only runs must stop before the artifact: give stop_after")
+    run = _setup(
+        card,
+        Path(out),
+        slides=slides,
+        tiles=tiles,
+        random_teachers=random_teachers,
+        device=device,
+        speed_only=speed_only,
     )
-    mpp = card.data.mpp or teachers[0].card.input.mpp
+    if resume:
+        _restore(run)
+    elif ckpt.checkpoints(run.ckpt_dir):
+        raise ConfigError(
+            f"{run.out}: this run folder already has checkpoints; pass --resume to continue it "
+            "or choose a new -o folder"
+        )
+    if card.train.cache:
+        run.cache = _prepare_cache(run, Path(cache_dir or run.out / "cache"), on_progress, timer)
+    if run.init_fid is None and run.rank == 0 and not speed_only:
+        run.init_fid = evaluate(run.step_mod, run.teachers, run.source, card)
+        run.init_fid.update(run.recipe.record_init(run.step_mod, run.teachers, run.source))
+    end = card.train.steps if stop_after is None else min(card.train.steps, stop_after)
+    _train(run, end, on_progress=on_progress, timer=timer)
+    if end < card.train.steps:
+        _barrier()
+        return {"stopped_at": end}
+    return _finish(run)
+
+
+def _setup(
+    card: RecipeCard,
+    out: Path,
+    *,
+    slides,
+    tiles,
+    random_teachers: bool,
+    device: str,
+    speed_only: bool,
+) -> _Run:
+    """Process group, teachers, data, student, recipe, EMA copy and optimizer of a new run."""
+    if card.train.strategy != "ddp":  # cards validate this; a hand-built card may not have
+        raise ConfigError(f"train.strategy {card.train.strategy!r}: only ddp is supported")
+    rank, world, dev = _dist_setup(device)
+    t_start = time.perf_counter()
+    teachers = load_teachers(card.teachers, device=dev, random_weights=random_teachers)
     rcls = recipe_class(card.recipe)
-    source = build_source(card.recipe, slides=slides, tiles=tiles, data=card.data, mpp=mpp)
-    student, spec, _ = _student(card, teachers, device)
-    if tc.metric_calibration:
-        final_norm(student.backbone)  # refuse now, not after the last step
-    torch.manual_seed(tc.seed + 1)
-    recipe = rcls(card, student_dim=student.token_dim, teachers=teachers).to(device)
-    recipe.calibrate(teachers, source)
+    source = build_source(
+        rcls.source_kind,
+        slides=slides,
+        tiles=tiles,
+        data=card.data,
+        mpp=rcls.student_mpp(card, teachers[0].card),
+    )
+    student, spec, _ = _student(card, teachers, dev)
+    torch.manual_seed(card.train.seed + 1)
+    recipe = rcls(card, student_dim=student.token_dim, teachers=teachers).to(dev)
+    recipe.check_student(student)
+    if not speed_only:
+        recipe.calibrate(teachers, source)
     step_mod = _Step(student, recipe)
     ema = copy.deepcopy(step_mod)
     for p in ema.parameters():
@@ -192,202 +294,174 @@ def distill(
     opt = torch.optim.AdamW(
         groups, lr=card.optim.lr, betas=card.optim.betas, weight_decay=card.optim.weight_decay
     )
-    ckpt_dir = out / "checkpoints"
-    start, init_fid = 0, None
-    if not resume and ckpt.checkpoints(ckpt_dir):
-        raise ConfigError(
-            f"{out}: this run folder already has checkpoints; pass --resume to continue it or "
-            "choose a new -o folder"
-        )
-    state = ckpt.load_latest(ckpt_dir) if resume else None
-    if resume and state is None:
-        log.warning("%s: no checkpoint to resume from: starting from step 0", ckpt_dir)
-    if state is not None:
-        saved = dict(state["recipe"])
-        mine = _card_dict(card)
-        if _without_steps(saved) != _without_steps(mine):
-            raise ConfigError(
-                f"{ckpt_dir}: checkpoints were written by a different recipe; resume with the "
-                "same recipe and overrides (only train.steps and the train.calibration settings may "
-                "change) or use a new -o folder"
-            )
-        step_mod.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        start, init_fid = int(state["step"]), state.get("init_fidelity")
-        log.info("resuming from step %d", start)
+    params = [p for g in groups for p in g["params"]]
+    return _Run(
+        card, out, rank, world, dev, teachers, source, spec, step_mod, ema, opt, params, t_start
+    )
 
-    # teacher-feature cache ---------------------------------------------------------------
-    cache = None
-    if tc.cache:
-        cache = _open_cache(card, teachers, source, cache_dir or out / "cache", recipe.views_format)
-        st = cache.prepare(on_mismatch=tc.cache_mismatch, rank=rank)
-        _barrier()
+
+def _restore(run: _Run) -> None:
+    """Load the newest checkpoint of the run folder into the run (same recipe required)."""
+    state = ckpt.load_latest(run.ckpt_dir)
+    if state is None:
+        log.warning("%s: no checkpoint to resume from: starting from step 0", run.ckpt_dir)
+        return
+    if _without_steps(dict(state["recipe"])) != _without_steps(_card_dict(run.card)):
+        raise ConfigError(
+            f"{run.ckpt_dir}: checkpoints were written by a different recipe; resume with the "
+            "same recipe and overrides (only train.steps and the train.calibration settings may "
+            "change) or use a new -o folder"
+        )
+    run.step_mod.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.start, run.init_fid = int(state["step"]), state.get("init_fidelity")
+    rngs = state["rng"]
+    run.rng = rngs[run.rank] if run.rank < len(rngs) else rngs[0]
+    log.info("resuming from step %d", run.start)
+
+
+def _prepare_cache(
+    run: _Run, folder: Path, on_progress: Callable[[Progress], None] | None, timer: NoTimer
+) -> FeatureCache:
+    """Open the teacher-feature cache and fill what is missing (shared out over the ranks)."""
+    card, recipe, source = run.card, run.recipe, run.source
+    cache = _open_cache(card, run.teachers, source, folder, recipe.views_format)
+    st = cache.prepare(on_mismatch=card.train.cache_mismatch, rank=run.rank)
+    _barrier()
+    if st != "complete":
 
         def compute(idx: list[int], v: int) -> dict[str, torch.Tensor]:
             x = torch.stack([recipe.views(source, i, source.train[i], v)["teacher"] for i in idx])
-            return recipe.teacher_features(teachers, x)
+            return recipe.teacher_features(run.teachers, x)
 
-        if st != "complete":
-            cb = None
-            if on_progress and rank == 0:
+        cb = None
+        if on_progress and run.rank == 0:
 
-                def cb(d: int, t: int) -> None:
-                    on_progress(Progress("cache", d, t))
+            def cb(d: int, t: int) -> None:
+                on_progress(Progress("cache", d, t))
 
-            cache.build(compute, rank=rank, world=world, batch=tc.batch_size, on_shard=cb)
-            _barrier()
-            if rank == 0:
-                cache.finish()
+        with timer.once("cache_build"):
+            cache.build(
+                compute, rank=run.rank, world=run.world, batch=card.train.batch_size, on_shard=cb
+            )
         _barrier()
+        if run.rank == 0:
+            cache.finish()
+    _barrier()
+    return cache
 
-    cal_targets = None  # the teacher side of the metric calibration, computed once
-    if init_fid is None:
-        init_fid = evaluate(step_mod, teachers, source, card) if rank == 0 else None
-        if rank == 0 and tc.metric_calibration:  # the same calibration at init, for the record
-            probe = copy.deepcopy(step_mod)
-            _, cal_targets = calibrate_metric(probe, teachers, source, card, shared=False)
-            init_fid["metric_calibrated"] = _knn_only(evaluate(probe, teachers, source, card))
-            del probe
 
-    model: nn.Module = step_mod
-    if world > 1:
+def _train(
+    run: _Run, end: int, *, on_progress: Callable[[Progress], None] | None, timer: NoTimer
+) -> None:
+    """Steps ``run.start`` .. ``end``: logs, progress and checkpoints as the card says."""
+    card, tc = run.card, run.card.train
+    model: nn.Module = run.step_mod
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(
-            step_mod,
-            device_ids=[device.index] if device.type == "cuda" else None,
+            run.step_mod,
+            device_ids=[run.device.index] if run.device.type == "cuda" else None,
             broadcast_buffers=False,
             find_unused_parameters=True,
         )
-    if state is not None:
-        ckpt.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-
-    sampler = Sampler(len(source.train), card.views.fixed_views, tc.seed)
+    if run.rng is not None:
+        ckpt.set_rng_state(run.rng)
+    sampler = Sampler(len(run.source.train), card.views.fixed_views, tc.seed)
     scal = None
-    if rank == 0:
+    if run.rank == 0:
         from edgepath.distill.logs import ScalarLog
 
-        scal = ScalarLog(out)
-        if state is not None:
-            scal.truncate_after(start)
-    acc = card.optim.accumulate
-    gb = tc.batch_size * world
-    end = tc.steps if stop_after is None else min(tc.steps, stop_after)
-    params = [p for g in groups for p in g["params"]]
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and tc.precision in ("auto", "bf16")
-        else contextlib.nullcontext()
-    )
+        scal = ScalarLog(run.out)
+        if run.start:
+            scal.truncate_after(run.start)
     t_last, seen = time.perf_counter(), 0
-    for step in range(start, end):
-        lr = cosine(
-            step, tc.steps, card.optim.lr, card.optim.min_lr, warmup=card.optim.warmup_steps
-        )
-        wd = cosine(step, tc.steps, card.optim.weight_decay, card.optim.weight_decay_end)
-        for g in opt.param_groups:
-            g["lr"] = lr
-            g["weight_decay"] = wd if g["apply_wd"] else 0.0
-        terms: dict[str, float] = {}
-        total_loss = 0.0
-        for micro in range(acc):
-            base = (step * acc + micro) * gb
-            batch, feats = _batch(
-                recipe,
-                source,
-                teachers,
-                cache,
-                sampler,
-                step=step,
-                numbers=list(range(base + rank, base + gb, world)),
-            )
-            sync = model.no_sync() if world > 1 and micro < acc - 1 else contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    loss, parts = model(batch, feats, step)
-                (loss / acc).backward()
-            total_loss += float(loss.detach()) / acc
-            for k, v in parts.items():
-                terms[k] = terms.get(k, 0.0) + v / acc
-        if card.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(params, card.optim.clip_grad)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if card.ema.enabled:
-            m = cosine(step, tc.steps, card.ema.momentum, card.ema.momentum_end)
-            _ema_update(ema, step_mod, m)
-        else:
-            ema.load_state_dict(step_mod.state_dict())
-        seen += gb * acc
-        if world > 1:
-            t = torch.tensor([total_loss], dtype=torch.float64)
-            dist.all_reduce(t)
-            total_loss = float(t) / world
-        if rank == 0:
-            now = time.perf_counter()
-            rate = seen / max(now - t_last, 1e-9)
-            scalars = {"loss": total_loss, **terms, "lr": lr, "wd": wd, "tiles_per_s": rate}
+    timer.start()
+    for step in range(run.start, end):
+        scalars = _step(run, model, sampler, step, timer)
+        seen += tc.batch_size * run.world * card.optim.accumulate
+        if run.rank == 0:
+            scalars["tiles_per_s"] = seen / max(time.perf_counter() - t_last, 1e-9)
             if scal is not None and ((step + 1) % tc.log_every == 0 or step == 0):
                 scal.write(step + 1, scalars)
             if on_progress:
                 on_progress(Progress("train", step + 1, tc.steps, scalars))
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
-            _save_checkpoint(
-                ckpt_dir,
-                step + 1,
-                step_mod,
-                ema,
-                opt,
-                card,
-                init_fid,
-                rank=rank,
-                keep=tc.keep_checkpoints,
-            )
+            _save_checkpoint(run, step + 1)
+        timer.end_step()
     if scal is not None:
         scal.close()
-    if end < tc.steps:
-        _barrier()
-        return {"stopped_at": end}
+
+
+def _step(run: _Run, model: nn.Module, sampler: Sampler, step: int, timer: NoTimer):
+    """One optimizer step (with accumulation); the scalars to log (loss averaged over ranks)."""
+    card, tc = run.card, run.card.train
+    lr = cosine(step, tc.steps, card.optim.lr, card.optim.min_lr, warmup=card.optim.warmup_steps)
+    wd = cosine(step, tc.steps, card.optim.weight_decay, card.optim.weight_decay_end)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+        g["weight_decay"] = wd if g["apply_wd"] else 0.0
+    acc, gb = card.optim.accumulate, tc.batch_size * run.world
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if run.device.type == "cuda" and tc.precision in ("auto", "bf16")
+        else contextlib.nullcontext()
+    )
+    terms: dict[str, float] = {}
+    total_loss = 0.0
+    for micro in range(acc):
+        base = (step * acc + micro) * gb
+        numbers = list(range(base + run.rank, base + gb, run.world))  # this rank's share
+        batch, feats = _batch(run, sampler, step=step, numbers=numbers, timer=timer)
+        last = micro == acc - 1
+        sync = model.no_sync() if run.world > 1 and not last else contextlib.nullcontext()
+        with sync:
+            with autocast:
+                loss, parts = model(batch, feats, step, timer)
+            with timer.phase("backward"):
+                (loss / acc).backward()
+        total_loss += float(loss.detach()) / acc
+        for k, v in parts.items():
+            terms[k] = terms.get(k, 0.0) + v / acc
+    with timer.phase("optimizer"):
+        if card.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(run.params, card.optim.clip_grad)
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+        if card.ema.enabled:
+            m = cosine(step, tc.steps, card.ema.momentum, card.ema.momentum_end)
+            _ema_update(run.ema, run.step_mod, m)
+        else:
+            run.ema.load_state_dict(run.step_mod.state_dict())
+    if run.world > 1:
+        t = torch.tensor([total_loss], dtype=torch.float64)
+        dist.all_reduce(t)
+        total_loss = float(t) / run.world
+    return {"loss": total_loss, **terms, "lr": lr, "wd": wd}
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """The recipe's finalisation on the EMA model, then the artifact (rank 0)."""
+    extra = run.recipe.finalize(run.ema, run.teachers, run.source, rank=run.rank)
     result: dict[str, Any] = {}
-    calibration = None
-    if tc.metric_calibration:  # fitted on rank 0, folded on every rank: one model everywhere
-        before = _knn_only(evaluate(ema, teachers, source, card)) if rank == 0 else {}
-        info, _ = calibrate_metric(ema, teachers, source, card, cal_targets)
-        calibration = {**info, "before": before}
-    if rank == 0:
+    if run.rank == 0:
         result = write_student(
-            out,
-            card,
-            ema,
-            spec,
-            teachers,
-            source,
-            init_fid,
-            seconds=time.perf_counter() - t_start,
-            world=world,
-            calibration=calibration,
+            run.out,
+            run.card,
+            run.ema,
+            run.spec,
+            run.teachers,
+            run.source,
+            run.init_fid,
+            seconds=time.perf_counter() - run.t_start,
+            world=run.world,
+            extra=extra,
         )
     _barrier()
-    source.close()
+    run.source.close()
     return result
-
-
-def _knn_only(fid: dict[str, Any]) -> dict[str, Any]:
-    return {k: fid.get(k) for k in ("knn10_agreement", "knn10_agreement_centered")}
-
-
-def _maybe_unused(card: RecipeCard) -> bool:
-    """Whether a zero loss weight leaves some head out of the graph (DDP must then look)."""
-    lc = card.loss
-    weights = {
-        "h0mini": (lc.dino_weight, lc.ibot_weight),
-        "xmag": (lc.global_weight, lc.local_weight),
-        "expert": (lc.cls_cos_weight, lc.patch_weight),
-    }[card.recipe]
-    if card.recipe == "expert" and lc.with_h0mini:
-        weights += (lc.dino_weight, lc.ibot_weight)
-    return any(w == 0 for w in weights)
 
 
 def _card_dict(card: RecipeCard) -> dict[str, Any]:
@@ -434,23 +508,30 @@ def _open_cache(
 
 
 def _batch(
-    recipe, source: Source, teachers, cache, sampler: Sampler, *, step: int, numbers: list[int]
+    run: _Run, sampler: Sampler, *, step: int, numbers: list[int], timer: NoTimer
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    picks = [sampler(n) for n in numbers]
-    views = [recipe.views(source, i, source.train[i], v, teacher=cache is None) for i, v in picks]
-    batch = {"student": torch.stack([v["student"] for v in views])}
-    extra = [
-        recipe.student_extra(source, source.train[i], step=step, slot=n)
-        for (i, _), n in zip(picks, numbers, strict=True)
-    ]
-    if extra and extra[0]:
-        for k in extra[0]:
-            batch[k] = torch.stack([e[k] for e in extra])
+    """The student's inputs and the teacher's features for sample numbers ``numbers``."""
+    recipe, source, cache = run.recipe, run.source, run.cache
+    with timer.phase("data"):
+        picks = [sampler(n) for n in numbers]
+        views = [
+            recipe.views(source, i, source.train[i], v, teacher=cache is None) for i, v in picks
+        ]
+        batch = {"student": torch.stack([v["student"] for v in views])}
+        extra = [
+            recipe.student_extra(source, source.train[i], step=step, slot=n)
+            for (i, _), n in zip(picks, numbers, strict=True)
+        ]
+        if extra and extra[0]:
+            for k in extra[0]:
+                batch[k] = torch.stack([e[k] for e in extra])
     if cache is not None:
-        feats = cache.get([i for i, _ in picks], [v for _, v in picks])
+        with timer.phase("cache_read"):
+            feats = cache.get([i for i, _ in picks], [v for _, v in picks])
     else:
-        x = torch.stack([v["teacher"] for v in views])
-        feats = as_stored(recipe.teacher_features(teachers, x), CACHE_DTYPE)
+        with timer.phase("teacher"):
+            x = torch.stack([v["teacher"] for v in views])
+            feats = as_stored(recipe.teacher_features(run.teachers, x), CACHE_DTYPE)
     return batch, feats
 
 
@@ -462,27 +543,28 @@ def _ema_update(ema: nn.Module, model: nn.Module, m: float) -> None:
         be.copy_(b)
 
 
-def _save_checkpoint(folder, step, step_mod, ema, opt, card, init_fid, *, rank, keep) -> None:
+def _save_checkpoint(run: _Run, step: int) -> None:
+    """Every rank's RNG state and rank 0's model, EMA and optimizer, atomically."""
     rng = ckpt.rng_state()
     if dist.is_initialized():
         states: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(states, rng)
     else:
         states = [rng]
-    if rank == 0:
+    if run.rank == 0:
         ckpt.save(
-            folder,
+            run.ckpt_dir,
             step,
             {
                 "step": step,
-                "model": step_mod.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
+                "model": run.step_mod.state_dict(),
+                "ema": run.ema.state_dict(),
+                "optimizer": run.opt.state_dict(),
                 "rng": states,
-                "recipe": _card_dict(card),
-                "init_fidelity": init_fid,
+                "recipe": _card_dict(run.card),
+                "init_fidelity": run.init_fid,
             },
-            keep=keep,
+            keep=run.card.train.keep_checkpoints,
         )
     _barrier()
 

@@ -54,6 +54,7 @@ def test_distill_json(run_cli, tile_dir: Path, tmp_path: Path) -> None:
         (["h0mini", "--tiles", "TILES", "--teacher-weights", "w.pt"], "one --teacher-weights"),
         (["h0mini", "--tiles", "TILES", "--set", "optim.nope=1"], "unknown key 'optim.nope'"),
         (["no-such-recipe", "--tiles", "TILES"], "no distill card named 'no-such-recipe'"),
+        (["xmag", "--tiles", "TILES", "--set", "train.strategy=fsdp"], "FSDP is not supported"),
     ],
 )
 def test_user_errors_exit_2(

@@ -64,7 +64,7 @@ def test_teacher_means_spread_and_rms(sample_slide) -> None:
         ],
     )
     teachers = load_teachers(card.teachers)
-    src = build_source("xmag", slides=sample_slide, tiles=None, data=card.data, mpp=0.5)
+    src = build_source("regions", slides=sample_slide, tiles=None, data=card.data, mpp=0.5)
     rec = XmagRecipe(card, student_dim=64, teachers=teachers)
     rec.calibrate(teachers, src)
     x = torch.stack([rec.views(src, i, src.train[i], 0)["teacher"] for i in range(len(src.train))])

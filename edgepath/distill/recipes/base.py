@@ -9,6 +9,8 @@ from edgepath.distill.data import Item, Source, spread
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.teachers import Teacher
 from edgepath.distill.views import generator, global_crops, normalize
+from edgepath.models.cards import TeacherCard
+from edgepath.models.encoder import Tokens
 
 
 class Recipe(nn.Module):
@@ -31,6 +33,22 @@ class Recipe(nn.Module):
         self.student_dim = student_dim
         self.mean = teachers[0].card.input.mean
         self.std = teachers[0].card.input.std
+
+    # -- what the trainer asks before it builds anything ------------------------------------
+    @classmethod
+    def student_mpp(cls, card: RecipeCard, teacher: TeacherCard) -> float:
+        """The mpp the student reads (and is deployed at): ``data.mpp``, else the teacher's."""
+        return card.data.mpp or teacher.input.mpp
+
+    @classmethod
+    def dynamic_img_size(cls, card: RecipeCard) -> bool:
+        """Whether the training student sees inputs of another size than its tile (local
+        crops); the artifact is always written at its tile size."""
+        return False
+
+    def check_student(self, student) -> None:
+        """Refuse a student the recipe cannot finish with, before any training (default: any
+        student will do)."""
 
     # -- views ------------------------------------------------------------------------------
     def views(
@@ -109,6 +127,16 @@ class Recipe(nn.Module):
         raise NotImplementedError
 
     # -- student ----------------------------------------------------------------------------
+    def student_forward(self, student, batch: dict[str, torch.Tensor]) -> dict[str, Tokens]:
+        """The student's tokens of every input of the micro-batch (the only student pass)."""
+        raise NotImplementedError
+
+    def loss_terms(
+        self, out: dict[str, Tokens], feats: dict[str, torch.Tensor], *, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its terms from the student's tokens and the teacher's features."""
+        raise NotImplementedError
+
     def loss(
         self,
         student,
@@ -118,7 +146,17 @@ class Recipe(nn.Module):
         step: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss and its terms for one micro-batch."""
-        raise NotImplementedError
+        return self.loss_terms(self.student_forward(student, batch), feats, step=step)
+
+    # -- before and after training ----------------------------------------------------------
+    def record_init(self, model, teachers: list[Teacher], source: Source) -> dict:
+        """Extra entries of the manifest's ``fidelity_init`` (rank 0, at step 0; default none)."""
+        return {}
+
+    def finalize(self, model, teachers: list[Teacher], source: Source, *, rank: int) -> dict:
+        """Work on the final (EMA) model after the last step, on every rank; returns extra
+        manifest entries (default: nothing to do)."""
+        return {}
 
     def plain_targets(self, teachers: list[Teacher], source: Source, items: list[Item]):
         """The teacher's embedding target of un-augmented items (metric calibration)."""

@@ -78,11 +78,23 @@ class ExpertRecipe(Recipe):
                 out["cls0"] = tok.cls.reshape(b, g, -1)
         return out
 
-    def loss(self, student, batch, feats, *, step):
-        lc = self.card.loss
+    @classmethod
+    def dynamic_img_size(cls, card):
+        from edgepath.distill.recipes.h0mini import H0MiniRecipe
+
+        return card.loss.with_h0mini and H0MiniRecipe.dynamic_img_size(card)
+
+    def student_forward(self, student, batch):
+        if self.h0mini is not None:  # the same global crops: one student pass for both
+            return self.h0mini.student_forward(student, batch)
         x = batch["student"]
         dev = next(student.parameters()).device
-        tok = student.forward_tokens(self.student_input(x.flatten(0, 1)).to(dev))
+        return {"tok": student.forward_tokens(self.student_input(x.flatten(0, 1)).to(dev))}
+
+    def loss_terms(self, out, feats, *, step):
+        lc = self.card.loss
+        tok = out["tok"]
+        dev = tok.cls.device
         total = tok.cls.new_zeros(())
         logs: dict[str, float] = {}
         for j, w in enumerate(self.weights):
@@ -95,7 +107,7 @@ class ExpertRecipe(Recipe):
             logs[f"cls{j}"], logs[f"patch{j}"] = float(c.detach()), float(p.detach())
         if self.h0mini is not None:
             sub = {"cls": feats["cls0"], "patches": feats["patches0"], "emb": feats["emb0"]}
-            h, hl = self.h0mini.loss(student, batch, sub, step=step)
+            h, hl = self.h0mini.loss_terms(out, sub, step=step)
             total = total + h
             logs.update({f"h0mini_{k}": v for k, v in hl.items()})
         return total, logs

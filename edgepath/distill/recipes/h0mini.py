@@ -160,12 +160,25 @@ class H0MiniRecipe(Recipe):
         f = step / max(loss.teacher_temp_warmup_steps, 1)
         return loss.teacher_temp_start + f * (loss.teacher_temp - loss.teacher_temp_start)
 
-    def loss(self, student, batch, feats, *, step):
-        lc = self.card.loss
-        x = batch["student"]  # (B, G, 3, H, W)
-        b, g = x.shape[:2]
+    @classmethod
+    def dynamic_img_size(cls, card):
+        return card.views.local_crops > 0  # local crops are smaller than the tile
+
+    def student_forward(self, student, batch):
+        """Tokens of the global crops (``tok``) and, with local crops, of those (``local``)."""
         dev = _dev_mod(student)
-        tok = student.forward_tokens(self.student_input(x.flatten(0, 1)).to(dev))
+        x = batch["student"]  # (B, G, 3, H, W)
+        out = {"tok": student.forward_tokens(self.student_input(x.flatten(0, 1)).to(dev))}
+        if "local" in batch and self.card.loss.dino_weight:
+            loc = batch["local"]  # (B, L, 3, h, w)
+            out["local"] = student.forward_tokens(self.student_input(loc.flatten(0, 1)).to(dev))
+        return out
+
+    def loss_terms(self, out, feats, *, step):
+        lc = self.card.loss
+        tok = out["tok"]
+        b, g = feats["cls"].shape[:2]
+        dev = tok.cls.device
         side = tok.grid
         temp = self.teacher_temp(step)
         logs: dict[str, float] = {}
@@ -181,12 +194,10 @@ class H0MiniRecipe(Recipe):
         if lc.dino_weight:
             dino = sum(self.dino_loss([s_cls[:, i]], [targets[i]]) for i in range(g))
             n_terms = g
-            if "local" in batch:
-                loc = batch["local"]  # (B, L, 3, h, w)
-                ltok = student.forward_tokens(self.student_input(loc.flatten(0, 1)).to(dev))
-                s_loc = self.dino_head(ltok.cls).reshape(b, loc.shape[1], -1)
+            if "local" in out:
+                s_loc = self.dino_head(out["local"].cls).reshape(b, -1, s_cls.shape[-1])
                 dino = dino + self.dino_loss(list(s_loc.unbind(1)), targets)
-                n_terms += loc.shape[1] * g
+                n_terms += s_loc.shape[1] * g
             dino = dino / n_terms
             total = total + lc.dino_weight * dino
             logs["dino"] = float(dino.detach())

@@ -14,10 +14,14 @@ each cell keeps facing the student's block of patch tokens that covers it).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
+from edgepath.distill.calibrate import calibrate_metric, final_norm
 from edgepath.distill.data import Item, Source
+from edgepath.distill.evaluate import evaluate, knn_only
 from edgepath.distill.heads import ProjectionHead
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes.base import Recipe
@@ -98,17 +102,49 @@ class XmagRecipe(Recipe):
         _, emb = teachers[0].tokens(x.flatten(0, 1))
         return {"emb": emb.reshape(b, kk, -1)}
 
-    def loss(self, student, batch, feats, *, step):
-        lc = self.card.loss
+    @classmethod
+    def student_mpp(cls, card, teacher):
+        return card.data.low_mpp  # the student sees the region at low magnification
+
+    def check_student(self, student) -> None:
+        if self.card.train.metric_calibration:
+            final_norm(student.backbone)  # refused now, not after the last step
+
+    def student_forward(self, student, batch):
         x = batch["student"][:, 0]
         dev = next(student.parameters()).device
-        tok = student.forward_tokens(self.student_input(x).to(dev))
+        return {"tok": student.forward_tokens(self.student_input(x).to(dev))}
+
+    def loss_terms(self, out, feats, *, step):
+        lc = self.card.loss
+        tok = out["tok"]
+        dev = tok.cls.device
         t = feats["emb"].to(dev) - self.t_mean  # (B, k², D)
         g = -F.cosine_similarity(self.head_g(tok.cls), t.mean(1), dim=-1).mean()
         cells = self.head_l(cell_pool(tok.patches, self.k))
         loc = -F.cosine_similarity(cells, t, dim=-1).mean()
         total = lc.global_weight * g + lc.local_weight * loc
         return total, {"global": float(g.detach()), "local": float(loc.detach())}
+
+    def record_init(self, model, teachers, source):
+        if not self.card.train.metric_calibration:
+            return {}
+        # the same calibration on a copy of the initial model, so that the gain is not all
+        # credited to training; its teacher targets are kept for the final calibration
+        probe = copy.deepcopy(model)
+        _, self._cal_targets = calibrate_metric(probe, teachers, source, self.card, shared=False)
+        return {"metric_calibrated": knn_only(evaluate(probe, teachers, source, self.card))}
+
+    def finalize(self, model, teachers, source, *, rank):
+        """Beyond the paper, with ``train.metric_calibration``: fit per-channel factors on rank
+        0, broadcast them and fold them into every rank's model (one model everywhere)."""
+        if not self.card.train.metric_calibration:
+            return {}
+        before = knn_only(evaluate(model, teachers, source, self.card)) if rank == 0 else {}
+        info, _ = calibrate_metric(
+            model, teachers, source, self.card, getattr(self, "_cal_targets", None)
+        )
+        return {"metric_calibration": {**info, "before": before}}
 
     @torch.no_grad()
     def plain_targets(self, teachers, source, items):
