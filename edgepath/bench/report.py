@@ -284,6 +284,32 @@ def _md_fidelity(r: dict[str, Any], img: str | None) -> list[str]:
     return out
 
 
+def _md_distill(r: dict[str, Any]) -> list[str]:
+    """Training speed of one recipe (``edgepath bench distill``)."""
+    teachers = ", ".join(f"{t['card']} ({t['params_m']} M)" for t in r["teachers"])
+    rows = [(n, r[n]) for n in ("live", "cached") if r.get(n)]
+    keys = list(dict.fromkeys(k for _, row in rows for k in row["phases_s"]))
+    out = [
+        f"## Distillation speed: {r['card']}, {teachers} -> {r['student']}",
+        "",
+        f"{r['device_name']} ({r['device']}, {r['precision']}), batch {r['batch_size']} "
+        f"{r['items']}, {r['steps_timed']} timed steps after {r['warmup_steps']}, {r['date']}; "
+        f"teachers: {', '.join(t['weights'] for t in r['teachers'])}.",
+        "",
+        "| teacher side | steps/s | items/s | " + " | ".join(keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
+    ]
+    for name, row in rows:
+        shares = [f"{row['phase_share'].get(k, 0):.0%}" for k in keys]
+        out.append(
+            f"| {name} | {row['steps_per_s']:.3f} | {row['items_per_s']:.2f} | "
+            + " | ".join(shares)
+            + " |"
+        )
+    out += ["", f"Peak memory {r['peak_memory_mb']:.0f} MB ({r['peak_memory_kind']}).", ""]
+    return out
+
+
 def _compact(r: dict[str, Any]) -> dict[str, Any]:
     """A result without its bulky parts (per-pair rows, per-tile lists) for report.json."""
     return {k: v for k, v in r.items() if k not in ("pairs", "per_tile", "_path")} | {
@@ -301,7 +327,7 @@ def make_report(results: list[dict[str, Any]], out_dir: str | Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     md = ["# edgepath benchmark report", ""]
     images: list[str] = []
-    order = {"throughput": 0, "compare": 1, "robustness": 2, "fidelity": 3}
+    order = {"throughput": 0, "compare": 1, "robustness": 2, "fidelity": 3, "distill": 4}
     for i, r in enumerate(sorted(results, key=lambda r: order[r["kind"]])):
         kind = r["kind"]
         if kind == "throughput":
@@ -314,6 +340,9 @@ def make_report(results: list[dict[str, Any]], out_dir: str | Path) -> dict[str,
             name = _slug(f"{r['model']['name']}-{r['suite']}")
             img = plot_robustness(r, out / f"robustness-{name}-{i}.png").name
             md += _md_robustness(r, img)
+        elif kind == "distill":
+            img = None
+            md += _md_distill(r)
         else:
             name = _slug(f"{r['candidate']['name']}-vs-{r['reference']['name']}")
             p = plot_fidelity(r, out / f"fidelity-{name}-{i}.png")

@@ -10,7 +10,7 @@ from typing import Any
 from edgepath.errors import ConfigError
 from edgepath.io import write_json_atomic
 
-KINDS = ("throughput", "compare", "robustness", "fidelity")
+KINDS = ("throughput", "compare", "robustness", "fidelity", "distill")
 
 
 def _slug(text: str) -> str:

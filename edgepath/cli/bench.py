@@ -453,3 +453,132 @@ def fidelity(
             click.echo(f"wrote {d['path']}")
 
     emit(result, as_json=as_json, human=human)
+
+
+@bench.command("distill")
+@click.argument("recipe")
+@click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    metavar="CARD",
+    help="Teacher card replacing the recipe's (repeat for expert); without weights it runs "
+    "with seeded random weights, labelled: speed needs only the architecture.",
+)
+@click.option("--student", metavar="NAME", help="Student replacing the recipe's (vit-s14 …).")
+@click.option(
+    "--slides",
+    type=click.Path(exists=True, path_type=Path),
+    help="Slides folder or one slide [default: the shipped sample and a synthesized slide].",
+)
+@click.option("--steps", type=click.IntRange(1), default=6, show_default=True, help="Timed steps.")
+@click.option(
+    "--warmup", type=click.IntRange(0), default=2, show_default=True, help="Untimed steps first."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Per-process batch [default: the card's].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--no-cached", is_flag=True, help="Skip the run that reads the teacher cache.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any recipe override, as for edgepath distill.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the result as JSON into this folder.",
+)
+@json_option
+def distill_speed_cmd(
+    recipe: str,
+    teachers: tuple[str, ...],
+    student: str | None,
+    slides: Path | None,
+    steps: int,
+    warmup: int,
+    batch_size: int | None,
+    device: str,
+    threads: int | None,
+    no_cached: bool,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Training speed of RECIPE: steps/s, items/s, peak memory, time per phase, cache gain.
+
+    Runs the trainer itself for WARMUP + STEPS steps in one process, with the teacher live
+    (a first epoch) and then from the teacher-feature cache (later epochs), and reports
+    medians over the timed steps.
+
+    \b
+      edgepath bench distill xmag-demo --steps 6 --json
+      edgepath bench distill xmag --teacher uni2-h --student vit-b14 --device cuda
+    """
+    from edgepath.bench.distill import distill_speed
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    with _Steps(disable=as_json or None) as st:
+        result = distill_speed(
+            recipe,
+            teachers=teachers,
+            student=student,
+            slides=slides,
+            steps=steps,
+            warmup=warmup,
+            batch_size=batch_size,
+            device=device,
+            cached=not no_cached,
+            overrides=list(overrides),
+            on_status=st.step,
+        )
+    if out is not None:
+        from edgepath.bench.results import write_result
+
+        label = f"{result['card']}-{result['student']}"
+        result["path"] = str(write_result(out, result, label=label))
+    emit(result, as_json=as_json, human=_human_distill)
+
+
+def _human_distill(d: dict[str, Any]) -> None:
+    ts = ", ".join(f"{t['card']} ({t['params_m']} M, {t['weights']})" for t in d["teachers"])
+    click.secho(
+        f"{d['card']}: {ts} -> {d['student']} ({d['student_params_m']} M) on {d['device_name']} "
+        f"({d['device']}, {d['precision']}), batch {d['batch_size']} {d['items']}",
+        bold=True,
+    )
+    rows = [("live teacher", d["live"])]
+    if "cached" in d:
+        rows.append(("teacher cache", d["cached"]))
+    for name, r in rows:
+        split = ", ".join(f"{k} {v:.0%}" for k, v in r["phase_share"].items() if v >= 0.005)
+        click.echo(
+            f"  {name:<14} {r['steps_per_s']:.3f} steps/s  {r['items_per_s']:.2f} {d['items']}/s"
+            f"  ({split})"
+        )
+    if d.get("cache_build"):
+        cb = d["cache_build"]
+        click.echo(
+            f"  cache build    {cb['items']} items in {cb['seconds']:.1f} s "
+            f"({cb['items_per_s']:.2f}/s); cached steps {d['cache_speedup']:.1f}x faster"
+        )
+    click.echo(f"  peak memory    {d['peak_memory_mb']:.0f} MB ({d['peak_memory_kind']})")
+    if d.get("path"):
+        click.echo(f"wrote {d['path']}")
