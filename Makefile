@@ -47,12 +47,12 @@ demo: install
 	$(BIN)/edgepath demo -o $(DEMO_OUT)
 
 lint: install
-	$(BIN)/ruff check edgepath tests benchmarks
-	$(BIN)/ruff format --check edgepath tests benchmarks
+	$(BIN)/ruff check edgepath tests benchmarks research
+	$(BIN)/ruff format --check edgepath tests benchmarks research
 
 format: install
-	$(BIN)/ruff format edgepath tests benchmarks
-	$(BIN)/ruff check --fix edgepath tests benchmarks
+	$(BIN)/ruff format edgepath tests benchmarks research
+	$(BIN)/ruff check --fix edgepath tests benchmarks research
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,ops

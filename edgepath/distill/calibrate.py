@@ -4,9 +4,9 @@ so that the student's own neighbourhoods match the teacher's.
 The cosine losses of ``xmag`` align what a projection head reads out of the student's CLS with
 the teacher; they leave the CLS's own metric free. On the CPU acceptance data the trained
 CLS, read linearly, holds the teacher's neighbourhoods far better than its own cosine metric
-ranks them (docs/distill.md). This stage fixes the metric with as few parameters as possible:
-one positive factor per channel, ``a = exp(u - mean(u))``, fitted on plain (un-augmented)
-training items to the CompRess objective (Abbasi Koohpayegani et al., NeurIPS
+ranks them (research/distill-standins.md). This stage fixes the metric with as few parameters
+as possible: one positive factor per channel, ``a = exp(u - mean(u))``, fitted on plain
+(un-augmented) training items to the CompRess objective (Abbasi Koohpayegani et al., NeurIPS
 2020, arXiv:2010.14713), with every other training item as an anchor::
 
     p_t(i) = softmax_j(<t_i, t_j> / tau),  p_s(i) = softmax_j(<a * s_i, a * s_j> / tau)   (j != i)

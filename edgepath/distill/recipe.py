@@ -99,7 +99,8 @@ class LossSpec:
     #: learned prototypes that sit close to the data; a random prototype sees a tile at a
     #: cosine of about N(0, 1/d) (rescaled to N(0, 1) by FrozenPrototypeHead), and at 0.07 the
     #: target is about 2 of 2048 prototypes wide: it keeps kNN-10 0.48 of the teacher's
-    #: neighbourhoods, against 0.91 at 0.5 (benchmarks/frozen_head_code.py, docs/distill.md).
+    #: neighbourhoods, against 0.91 at 0.5 (research/frozen_head_code.py,
+    #: research/distill-standins.md).
     frozen_head_temp: float = 0.5
     centering: Literal["sinkhorn_knopp", "softmax_center"] = "sinkhorn_knopp"
     # xmag: -cos(global) + local_weight * mean over cells of -cos(local)

@@ -110,7 +110,8 @@ def _student(card: RecipeCard, teachers, device) -> tuple[nn.Module, Any, Any]:
     inp = InputSpec(card.data.tile_px, rcls.student_mpp(card, t0), t0.input.mean, t0.input.std)
     if tuple(t0.input.std) == (1.0, 1.0, 1.0) and tuple(t0.input.mean) == (0.0, 0.0, 0.0):
         # the student inherits the teacher's normalisation; on raw [0, 1] H&E a ViT learns far
-        # slower (docs/distill.md: held-out centred cosine 0.10 vs 0.74 after 200 steps)
+        # slower (research/distill-standins.md: held-out centred cosine 0.10 vs 0.74 after 200
+        # steps)
         log.warning(
             "teacher card %s feeds raw [0, 1] RGB (mean 0, std 1) and the student inherits it: "
             "give the card the data's mean/std (e.g. H-optimus-0's H&E statistics) so the "

@@ -87,7 +87,8 @@ class HistoFeatureTeacher(nn.Module):
     Why the cards normalise (with H-optimus-0's H&E statistics) instead of feeding [0, 1]: a
     student inherits its teacher's normalisation, and a ViT fed raw [0, 1] H&E (mean ~0.7, std
     ~0.2) learns far slower: plain regression onto this teacher reached a held-out centred cosine
-    of 0.10 after 200 steps with [0, 1] inputs and 0.74 with standardised ones (docs/distill.md).
+    of 0.10 after 200 steps with [0, 1] inputs and 0.74 with standardised ones
+    (research/distill-standins.md).
     """
 
     #: the builder passes the card's input normalisation to models that declare this

@@ -10,20 +10,59 @@ from edgepath import cards
 from edgepath.distill.recipe import apply_overrides, load_recipe, to_toml
 from edgepath.errors import ConfigError
 
+PAPER_CARDS = {"h0mini", "xmag", "expert"}
+
+#: Options that go beyond the papers: off in the paper cards, and a card that turns one on says
+#: it is a variant beyond the paper.
+BEYOND_PAPER = (
+    ("train", "metric_calibration"),
+    ("loss", "center_targets"),
+    ("loss", "with_h0mini"),
+)
+
 
 def test_shipped_recipes() -> None:
     recipes = {c.name: c for c in cards.load_all("distill")}
-    assert {"h0mini", "xmag", "expert"} <= set(recipes)
+    assert PAPER_CARDS | {"xmag-calibrated", "h0mini-frozen-heads"} <= set(recipes)
     h0 = recipes["h0mini"]
     assert h0.student.name == "vit-b14-swiglu" and h0.teachers[0].card == "h-optimus-0"
     assert h0.views.local_crops == 8 and h0.loss.teacher_temp == 0.07
-    # frozen random-prototype heads: own temperature, no KoLeo (the paper's 0.1 is for real heads)
-    assert (h0.loss.frozen_head_temp, h0.loss.koleo_weight) == (0.5, 0.0)
+    # DINOv2's KoLeo 0.1; the frozen random-prototype heads have their own temperature
+    assert (h0.loss.frozen_head_temp, h0.loss.koleo_weight) == (0.5, 0.1)
     x = recipes["xmag"]
     assert (x.data.low_mpp, x.data.high_mpp, x.loss.local_weight) == (2.0, 0.5, 0.5)
     e = recipes["expert"]
-    assert len(e.teachers) >= 2
+    assert [t.card for t in e.teachers] == ["uni", "phikon-v2", "conch"]
     assert (e.loss.patch_cos_weight, e.loss.patch_smooth_l1_weight) == (0.9, 0.1)
+
+
+def test_xmag_card_is_the_papers_and_the_calibrated_variant_is_labelled() -> None:
+    """The XMAG paper has no metric calibration; the measured variant is a card of its own."""
+    x = load_recipe("xmag")
+    assert x.train.metric_calibration is False and x.loss.local_weight == 0.5
+    assert x.loss.center_targets is False
+    v = load_recipe("xmag-calibrated")
+    assert v.recipe == "xmag" and v.train.metric_calibration is True
+    assert v.loss.center_targets is True and v.views.fixed_views == 8
+    assert "variant, beyond the paper" in v.description and "histo-teacher" in v.description
+    f = load_recipe("h0mini-frozen-heads")
+    assert f.recipe == "h0mini" and f.loss.koleo_weight == 0.0
+    assert "variant, beyond the paper" in f.description and "histo-teacher" in f.description
+
+
+def test_paper_cards_keep_options_beyond_the_paper_off_and_variants_say_so() -> None:
+    """Would fail if someone switched a paper card to a measured variant again."""
+    for card in cards.load_all("distill"):
+        on = [f"{s}.{k}" for s, k in BEYOND_PAPER if getattr(getattr(card, s), k)]
+        if card.name in PAPER_CARDS:
+            assert not on, f"paper card {card.name} turns on {on}"
+            assert "variant" not in card.description.lower()
+            continue
+        # every other shipped card is a labelled variant or a demo
+        desc = card.description.lower()
+        assert "variant" in desc or "demo" in desc, card.name
+        if on or "variant" in desc:
+            assert "variant, beyond the paper; evidence:" in desc, (card.name, on)
 
 
 def test_overrides_change_values_and_keep_types() -> None:

@@ -187,7 +187,7 @@ def _free_port() -> int:
     "recipe",
     [
         "xmag",
-        "xmag-paper",
+        "xmag-calibrated",
         pytest.param("h0mini", marks=pytest.mark.slow),
         pytest.param("expert", marks=pytest.mark.slow),
     ],
@@ -208,9 +208,8 @@ def test_ddp_two_gloo_processes(
                 "train.eval_tiles=12",
             ],
         }
-        if recipe == "xmag-paper":  # the card calibrates the metric after training; XMAG does not
-            data["over"] += ["train.metric_calibration=false"]
-            recipe = "xmag"
+        if recipe == "xmag-calibrated":  # the calibration is fitted on rank 0 and broadcast
+            data["over"] += ["train.calibration_items=16"]
     else:
         data = {"tiles": str(tile_dir), "over": ["data.holdout=0.4"]}
         if recipe == "expert":

@@ -1,9 +1,9 @@
-"""Plot the held-out fidelity of ``benchmarks/distill_fidelity.py`` runs (init vs final).
+"""Plot the held-out fidelity of ``research/distill_fidelity.py`` runs (init vs final).
 
-python benchmarks/plot_distill_fidelity.py runs/fidelity docs/img/distill-fidelity.png [REF]
+python research/plot_distill_fidelity.py runs/fidelity research/img/distill-fidelity.png [REF]
 
 ``REF`` (optional): the teacher's kNN-10 agreement with itself under a small move of the tile
-(``self_knn10_shift8`` of ``benchmarks/standin_predictability.py``), drawn on the kNN panels as
+(``self_knn10_shift8`` of ``research/standin_predictability.py``), drawn on the kNN panels as
 the scale the bars should be read against.
 """
 

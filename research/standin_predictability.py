@@ -7,8 +7,8 @@ agreement that read-out reaches without any training; and, for reference, the kN
 of a prediction that has a given centred cosine with the teacher (isotropic noise added to the
 centred teacher embedding), i.e. how faithful a student must be for its neighbourhoods to agree::
 
-    python benchmarks/standin_predictability.py --slides runs/slides
-    python benchmarks/standin_predictability.py --slides runs/slides --teachers histo-teacher \
+    python research/standin_predictability.py --slides runs/slides
+    python research/standin_predictability.py --slides runs/slides --teachers histo-teacher \
         --train-steps 1000      # plus: plain feature regression, the ceiling a short run can reach
 
 ``--train-steps N`` also trains the student directly on each teacher's centred embedding (one

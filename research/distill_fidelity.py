@@ -9,11 +9,13 @@ teacher's, raw and centred; the head output in teacher space, raw and centred)::
 
     mkdir -p runs/slides && ln -s $(python -c "from edgepath.data import SAMPLE_SLIDE; \\
         print(SAMPLE_SLIDE)") /tmp/ep/full.tiff runs/slides/
-    nice -n 19 python benchmarks/distill_fidelity.py --slides runs/slides -o runs/fidelity
+    nice -n 19 python research/distill_fidelity.py --slides runs/slides -o runs/fidelity
 
-Training is CPU-heavy: run it under ``nice``. The recipes' paper cards are used as they are;
-the overrides below only size the run for a CPU (stand-in teachers, small student, few steps,
-short warm-up, EMA horizon of a short run) and are printed with the results.
+Training is CPU-heavy: run it under ``nice``. The cards are used as they are (the paper cards,
+or a variant card named in ``--recipes``); the overrides below only size the run for a CPU
+(stand-in teachers, small student, few steps, short warm-up, EMA horizon of a short run) and are
+printed with the results. The numbers in research/distill-standins.md were measured with the
+cards as they were at the commits named there: check one out to reproduce a number exactly.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ RUNS: dict[str, list[str]] = {
 #: Stand-in teachers per recipe. ``histo``: deterministic encoders of stain, nuclei and texture
 #: (edgepath/models/standin.py), whose neighbourhoods are tissue properties a student can learn;
 #: ``random``: random-weight ViTs, whose fine neighbourhoods are pixel-space accidents (the first
-#: acceptance runs; see docs/distill.md).
+#: acceptance runs; see research/distill-standins.md).
 TEACHERS: dict[str, dict[str, list[str]]] = {
     "histo": {
         "xmag": ["histo-teacher"],
@@ -116,12 +118,28 @@ KEYS = (
 )
 
 
+def recipe_of(card: str) -> str:
+    """The recipe (``h0mini``, ``xmag``, ``expert``) of a distill card name or path."""
+    from edgepath.distill.recipe import load_recipe
+
+    recipe = load_recipe(card).recipe
+    if recipe not in RUNS:
+        raise SystemExit(f"{card}: recipe {recipe} has no CPU sizing here")
+    return recipe
+
+
 def main() -> None:
     """Run the recipes (or the ones given) and print a table of init -> final fidelity."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slides", required=True, help="slide folder (sample + full-size synthetic)")
     ap.add_argument("-o", "--out", required=True, help="folder for the run folders")
-    ap.add_argument("--recipes", nargs="*", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument(
+        "--recipes",
+        nargs="*",
+        default=list(RUNS),
+        help="distill cards to run: the paper cards (h0mini, xmag, expert) or a variant such as "
+        "xmag-calibrated or h0mini-frozen-heads (CPU sizing follows the card's recipe)",
+    )
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8, help="per process")
     ap.add_argument("--nproc", type=int, default=2)
@@ -133,14 +151,15 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rows = []
     for name in args.recipes:
+        kind = recipe_of(name)
         extra = [a for s in args.sets for a in ("--set", s)]
-        teacher_args = [a for t in TEACHERS[args.teachers][name] for a in ("--teacher", t)]
+        teacher_args = [a for t in TEACHERS[args.teachers][kind] for a in ("--teacher", t)]
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc),
             "-m", "edgepath", "distill", name, "--slides", args.slides,
             "-o", str(out / name), "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--json", "--cache-dir", str(out / f"{name}-cache"),
-            *COMMON, *RUNS[name], *teacher_args, *extra,
+            *COMMON, *RUNS[kind], *teacher_args, *extra,
         ]  # fmt: skip
         print("$", " ".join(cmd), flush=True)
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)

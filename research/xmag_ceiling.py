@@ -4,7 +4,7 @@ An ``xmag`` student sees a region as one 224 px tile at 2.0 mpp; its target is t
 teacher's embeddings of the 16 tiles of the same region at 0.5 mpp. Part of that target is fine
 detail (nuclei, texture) that the 5x view may not resolve, so a student may be unable to match
 it fully. This script measures how much of it the 5x view holds with the teacher's *own* features, on the same held-out
-regions as ``benchmarks/distill_fidelity.py --recipes xmag`` (128 regions spread over the
+regions as ``research/distill_fidelity.py --recipes xmag`` (128 regions spread over the
 held-out split, ``min_tissue`` 0.3, stride 0.5, ``holdout`` 0.3):
 
 - ``teacher_5x``: the teacher applied to the 5x tile as if it were a 20x tile, kNN-10 against
@@ -23,7 +23,7 @@ regions (held-out centred cosine and centred kNN-10): whether the student's embe
 the target's neighbourhoods linearly even where its own metric does not rank them as the
 teacher does::
 
-    nice -n 19 python benchmarks/xmag_ceiling.py --slides runs/slides [--student runs/x8/xmag]
+    nice -n 19 python research/xmag_ceiling.py --slides runs/slides [--student runs/x8/xmag]
 
 Prints one JSON line.
 """
@@ -61,7 +61,7 @@ def main() -> None:
         min_tissue=0.3,
         max_items=0,
     )
-    src = build_source("xmag", slides=args.slides, tiles=None, data=data, mpp=0.5)
+    src = build_source("regions", slides=args.slides, tiles=None, data=data, mpp=0.5)
     enc, _ = load_model(args.teacher)
     enc.eval()
     inp = enc.spec.input

@@ -3,13 +3,13 @@
 Without released DINO/iBOT heads, ``h0mini``'s targets are ``softmax(FrozenPrototypeHead(x) / T)``:
 a soft code of the teacher token over fixed random unit directions. A student trained on them can
 learn at most what the code keeps of the teacher's geometry. This script measures it on the
-held-out tiles of ``benchmarks/distill_fidelity.py --recipes h0mini`` (256 tiles spread over the
+held-out tiles of ``research/distill_fidelity.py --recipes h0mini`` (256 tiles spread over the
 bottom 30 % of each slide, the teacher's mpp, stride 1): kNN-10 agreement between the codes (Hellinger
 geometry) and the teacher's CLS tokens (centred on the head's mean, as the head sees them) and
 patch tokens (4 per tile), and the code's effective width (exp of its entropy), for each
 temperature::
 
-    python benchmarks/frozen_head_code.py --slides runs/slides --teacher histo-teacher
+    python research/frozen_head_code.py --slides runs/slides --teacher histo-teacher
 
 With a real teacher (``--teacher h-optimus-0``, weights from the Hugging Face cache) it tells
 which ``loss.frozen_head_temp`` keeps its neighbourhoods. Prints one JSON line.
@@ -28,7 +28,7 @@ from edgepath.distill.heads import FrozenPrototypeHead, code_knn_agreement
 from edgepath.distill.recipe import load_recipe
 from edgepath.distill.teachers import load_teachers
 
-#: The held-out split of ``benchmarks/distill_fidelity.py --recipes h0mini``.
+#: The held-out split of ``research/distill_fidelity.py --recipes h0mini``.
 HELD_OUT = ["data.holdout=0.3", "data.stride=1.0", "data.eval_stride=1.0"]
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     card = load_recipe("h0mini", [f'teachers=[{{card="{args.teacher}"}}]', *HELD_OUT])
     teacher = load_teachers(card.teachers)[0]
     mpp = card.data.mpp or teacher.card.input.mpp
-    src = build_source("h0mini", slides=args.slides, tiles=None, data=card.data, mpp=mpp)
+    src = build_source("tiles", slides=args.slides, tiles=None, data=card.data, mpp=mpp)
 
     def tokens(items) -> tuple[torch.Tensor, torch.Tensor]:
         cls, patches = [], []

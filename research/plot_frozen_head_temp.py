@@ -1,12 +1,12 @@
 """Plot what the ``h0mini`` frozen-head targets keep of the teacher, and what the student learns.
 
-python benchmarks/plot_frozen_head_temp.py docs/results/frozen-head-code.json \
-    docs/results/distill-fidelity-histo-std.json docs/img/frozen-head-temp.png
+python research/plot_frozen_head_temp.py research/results/frozen-head-code.json \
+    research/results/distill-fidelity-histo-std.json research/img/frozen-head-temp.png
 
-Left: kNN-10 agreement between the targets and the teacher (``benchmarks/frozen_head_code.py``,
+Left: kNN-10 agreement between the targets and the teacher (``research/frozen_head_code.py``,
 CLS and patch tokens, per run of that file) against the teacher temperature of the frozen head.
 Right: held-out kNN-10 of students trained at each temperature (the runs of
-``benchmarks/distill_fidelity.py`` that carry a ``frozen_head_temp`` field; one marker per seed),
+``research/distill_fidelity.py`` that carry a ``frozen_head_temp`` field; one marker per seed),
 with the acceptance bar (halfway from init to the teacher's self-agreement) and that
 self-agreement.
 """
