@@ -52,26 +52,22 @@ class PhaseTimer(NoTimer):
             torch.cuda.synchronize()
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Add the wall time of the block to ``name`` in this step's record."""
+    def _timed(self, sink: dict[str, float], name: str) -> Iterator[None]:
         self._sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self._sync()
-            self._current[name] = self._current.get(name, 0.0) + time.perf_counter() - t0
+            sink[name] = sink.get(name, 0.0) + time.perf_counter() - t0
 
-    @contextlib.contextmanager
-    def once(self, name: str) -> Iterator[None]:
-        """Record the wall time of a one-off block under ``setup[name]``."""
-        self._sync()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.setup[name] = self.setup.get(name, 0.0) + time.perf_counter() - t0
+    def phase(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Add the wall time of the block to ``name`` in this step's record."""
+        return self._timed(self._current, name)
+
+    def once(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Add the wall time of a one-off block to ``setup[name]``."""
+        return self._timed(self.setup, name)
 
     def start(self) -> None:
         """The first step starts now."""
