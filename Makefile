@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 TEST_GROUPS ?= tests/bench tests/distill tests/embed tests/export tests/models tests/quantize \
 	tests/runtime tests/slides tests/test_*.py
 
-.PHONY: install test demo lint format bench wheel clean
+.PHONY: install test demo lint format bench gpu-proof gpu-proof-dry-run wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ format: install
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,ops
+
+# GPU proof (docs/gpu-proof.md): on a CUDA machine, no install step (the project runs from the
+# tree; carried wheels in .whl/ are installed by the script); the dry run is CPU-only and tiny.
+GPU_PROOF_OUT ?= $(if $(OUT),$(OUT),gpu-proof-out)
+
+gpu-proof:
+	PY=$(PYTHON) bash benchmarks/gpu_proof.sh $(GPU_PROOF_OUT)
+
+gpu-proof-dry-run: install
+	PY=$(BIN)/python bash benchmarks/gpu_proof.sh --dry-run $(GPU_PROOF_OUT)
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .

@@ -11,6 +11,8 @@ Run (writes one JSON row per line to --out and prints it)::
 
     python benchmarks/embed_overhead.py --student vit-s14 --engine onnxruntime \
         --slide /tmp/full.tiff --tiles 6000 --out embed_overhead.jsonl
+    python benchmarks/embed_overhead.py --student vit-s14 --engine torch --device cuda \
+        --precision bf16 --batch 256 --preload 512 --workers 8 --tiles 3000
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 
-def build_model(student: str, folder: Path) -> Path:
-    """A student artifact with torch weights and ``model.onnx`` (seeded random weights)."""
+def build_model(student: str, folder: Path, *, onnx: bool = True) -> Path:
+    """A student artifact with torch weights and (``onnx``) ``model.onnx`` (seeded random weights)."""
     from edgepath.artifact import is_artifact, save_encoder, write_manifest
     from edgepath.export.onnx import export_onnx
     from edgepath.models import load_model
@@ -37,9 +39,10 @@ def build_model(student: str, folder: Path) -> Path:
         return folder
     enc, _ = load_model(student)
     manifest = save_encoder(folder, enc, kind="student", name=student)
-    export_onnx(enc, folder / "model.onnx")
-    manifest["files"]["onnx"] = "model.onnx"
-    write_manifest(folder, manifest)
+    if onnx:
+        export_onnx(enc, folder / "model.onnx")
+        manifest["files"]["onnx"] = "model.onnx"
+        write_manifest(folder, manifest)
     return folder
 
 
@@ -92,6 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", type=Path, help="Artifact folder (default: build --student).")
     p.add_argument("--student", default="vit-s14", help="Student to build when --model is absent.")
     p.add_argument("--engine", default="onnxruntime")
+    p.add_argument("--device", default=None, help="The torch engine's device (cpu, cuda, auto).")
+    p.add_argument(
+        "--precision", default=None, help="The torch engine's (fp32; fp16/bf16 on CUDA)."
+    )
     p.add_argument("--slide", type=Path, help="Slide (default: synthesize --tiles tiles).")
     p.add_argument("--tiles", type=int, default=6000, help="Tissue tiles of a synthesized slide.")
     p.add_argument("--batch", type=int, default=32)
@@ -118,11 +125,19 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
     from edgepath.embed.run import Embedder
     from edgepath.slides import open_slide, synthesize_slide, tile_slide
 
-    model = args.model or build_model(args.student, work / args.student)
+    model = args.model or build_model(
+        args.student, work / args.student, onnx=args.engine != "torch"
+    )
     slide = args.slide or work / "synthetic.tiff"
     if not slide.exists():
         synthesize_slide(slide, tiles=args.tiles)
-    engine, info = open_model(model, engine=args.engine, threads=args.threads)
+    engine, info = open_model(
+        model,
+        engine=args.engine,
+        threads=args.threads,
+        device=args.device,
+        precision=args.precision,
+    )
     spec = engine.spec
     with open_slide(slide) as s:
         grid = tile_slide(s, mpp=spec.input.mpp, tile_px=spec.input.tile_px)
@@ -190,6 +205,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         "load_avg_1m": os.getloadavg()[0],
         "model": info.id,
         "engine": engine.name,
+        "device": str(engine.device),
         "precision": engine.precision,
         "batch": args.batch,
         "workers": args.workers,

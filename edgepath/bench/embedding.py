@@ -13,23 +13,29 @@ log = logging.getLogger(__name__)
 
 
 def open_for_embedding(
-    ref: str, *, engine: str = "auto", threads: int | None = None, random_weights: bool = False
+    ref: str,
+    *,
+    engine: str = "auto",
+    threads: int | None = None,
+    random_weights: bool = False,
+    device: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """An engine for ``ref`` (artifact folder, teacher card, ``student[@mpp]``) and its label.
 
     Teachers need their weights here (robustness and fidelity measure what the weights learned)
-    unless ``random_weights`` is set, which is then recorded in the label.
+    unless ``random_weights`` is set, which is then recorded in the label. ``device`` is the
+    torch engine's (``cpu``, ``cuda``, ``auto``; other engines run on their default).
 
     Returns:
         ``(engine, info)`` with ``name``, ``source``, ``random_weights``, ``engine``,
-        ``precision``, ``mpp``, ``tile_px``.
+        ``precision``, ``device``, ``mpp``, ``tile_px``.
     """
     from edgepath.artifact import is_artifact, read_manifest
     from edgepath.runtime import open_engine
 
     if is_artifact(ref):
         manifest = read_manifest(ref)
-        eng = open_engine(Path(ref), engine=engine, threads=threads)
+        eng = open_engine(Path(ref), engine=engine, threads=threads, device=device)
         info = {
             "name": str(manifest.get("name", Path(ref).name)),
             "source": "artifact",
@@ -51,10 +57,11 @@ def open_for_embedding(
                 "source": str(linfo.get("source", "teacher")),
                 "random_weights": bool(linfo.get("random_weights") or linfo.get("stand_in")),
             }
-        eng = open_engine(encoder, engine=engine, threads=threads)
+        eng = open_engine(encoder, engine=engine, threads=threads, device=device)
     info.update(
         engine=eng.name,
         precision=str(getattr(eng, "precision", "fp32")),
+        device=str(getattr(eng, "device", "cpu")),
         mpp=float(eng.spec.input.mpp),
         tile_px=int(eng.spec.input.tile_px),
     )

@@ -5,7 +5,10 @@ engine is bounded by how fast that engine multiplies matrices of the model's sha
 times exactly those GEMMs (M = batch × tokens; K, N from each Linear layer) with the engine's own
 kernels at the engine's precision:
 
-- ``torch`` fp32: ``torch.matmul`` (oneDNN / MKL sgemm);
+- ``torch`` fp32: ``torch.matmul`` (oneDNN / MKL sgemm); on a CUDA device fp32, bf16 and fp16:
+  ``torch.matmul`` on device tensors of that dtype (cuBLAS; fp32 as torch's float32 matmul
+  precision allows, which the torch engine's fp32 runs too), timed with a device synchronisation
+  at both ends of each sample, not after every product;
 - ``onnxruntime`` fp32: an ONNX ``MatMul``; int8: the faster, shape by shape, of two kernels:
   ``MatMulInteger`` with uint8 activations and int8 weights (the u8s8 MLAS QGEMM kernel that
   ORT's static QDQ MatMuls run on x86; ORT docs, "Quantize ONNX models": U8S8 is the x86
@@ -55,13 +58,41 @@ PRECISIONS = {
     "openvino": ("fp32", "int8"),
 }
 
+#: The same on a CUDA device (the torch engine's fp32 and its fp16 / bf16 autocast).
+CUDA_PRECISIONS = {"torch": ("fp32", "bf16", "fp16")}
 
-def _time(fn: Callable[[], Any], *, warmup: int, repeats: int, min_time: float) -> float:
-    """Median seconds of one call (each sample loops until ``min_time`` has passed)."""
+_TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _on_cuda(device: str | None) -> bool:
+    return str(device or "cpu").startswith("cuda")
+
+
+def precisions(engine: str, device: str | None = "cpu") -> tuple[str, ...]:
+    """Precisions with a GEMM ceiling benchmark for ``engine`` on ``device``."""
+    table = CUDA_PRECISIONS if _on_cuda(device) else PRECISIONS
+    return table.get(engine, ())
+
+
+def _time(
+    fn: Callable[[], Any],
+    *,
+    warmup: int,
+    repeats: int,
+    min_time: float,
+    sync: Callable[[], Any] | None = None,
+) -> float:
+    """Median seconds of one call (each sample loops until ``min_time`` has passed).
+
+    ``sync`` (a device synchronisation) runs before each sample's clock starts and before it
+    stops, so asynchronous launches are counted once they have finished.
+    """
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
+        if sync:
+            sync()
         n, t0 = 0, time.perf_counter()
         while True:
             fn()
@@ -69,8 +100,19 @@ def _time(fn: Callable[[], Any], *, warmup: int, repeats: int, min_time: float) 
             dt = time.perf_counter() - t0
             if dt >= min_time:
                 break
+        if sync:
+            sync()
+            dt = time.perf_counter() - t0
         samples.append(dt / n)
     return statistics.median(samples)
+
+
+def _sync(engine: str, device: str | None) -> Callable[[], Any] | None:
+    if engine == "torch" and _on_cuda(device):
+        import torch
+
+        return torch.cuda.synchronize
+    return None
 
 
 def _onnx_matmul(
@@ -166,14 +208,21 @@ def _runner(
     threads: int,
     seed: int = 0,
     kernel: str = "MatMulInteger",
+    device: str | None = "cpu",
 ) -> Callable[[], Any]:
     rng = np.random.default_rng(seed)
     if engine == "torch":
         import torch
 
         torch.set_num_threads(threads)
-        a = torch.randn(m, k)
-        w = torch.randn(k, n)
+        if _on_cuda(device):  # random operands: zeros run faster than real data on some GPUs
+            gen = torch.Generator(device=device).manual_seed(seed)
+            dtype = getattr(torch, _TORCH_DTYPES[precision])
+            a = torch.randn(m, k, device=device, dtype=dtype, generator=gen)
+            w = torch.randn(k, n, device=device, dtype=dtype, generator=gen)
+        else:
+            a = torch.randn(m, k)
+            w = torch.randn(k, n)
 
         def run() -> Any:
             with torch.inference_mode():
@@ -225,27 +274,27 @@ def gemm_ceiling(
     warmup: int = 2,
     repeats: int = 5,
     min_time: float = 0.2,
+    device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Measured GEMM rate of ``engine`` at ``precision`` over (M, K, N, count) shapes.
 
     Args:
         engine: ``torch``, ``onnxruntime`` or ``openvino``.
-        precision: ``fp32`` or ``int8`` (where the engine has it).
+        precision: ``fp32`` or ``int8`` (where the engine has it); torch on CUDA: ``fp32``,
+            ``bf16`` or ``fp16``.
         shapes: (M, K, N, count): count is how many such GEMMs one forward pass runs.
         threads: Intra-op threads.
         warmup: Untimed calls per shape.
         repeats: Timed samples per shape (median kept).
         min_time: Each sample loops for at least this many seconds.
+        device: ``cpu``, or ``cuda`` / ``cuda:N`` for the torch engine.
 
     Returns:
         ``gflops`` (FLOP-weighted over the shapes), per-shape ``shapes`` rows, ``engine``,
-        ``precision``, ``threads``, ``kernel``.
+        ``precision``, ``threads``, ``kernel``, ``device``.
     """
-    if precision not in PRECISIONS.get(engine, ()):
-        raise ConfigError(
-            f"no {precision} GEMM kernel benchmark for engine '{engine}' "
-            f"(has: {', '.join(PRECISIONS.get(engine, ())) or 'none'})"
-        )
+    _check(engine, precision, device)
+    sync = _sync(engine, device)
     kernels = _kernels(engine, precision)
     rows, total_flops, total_time = [], 0.0, 0.0
     per_kernel = {kn: [0.0, 0.0] for kn in kernels}
@@ -253,8 +302,8 @@ def gemm_ceiling(
         flops = 2.0 * m * k * n
         secs = {}
         for kn in kernels:
-            run = _runner(engine, precision, m, k, n, threads=threads, kernel=kn)
-            secs[kn] = _time(run, warmup=warmup, repeats=repeats, min_time=min_time)
+            run = _runner(engine, precision, m, k, n, threads=threads, kernel=kn, device=device)
+            secs[kn] = _time(run, warmup=warmup, repeats=repeats, min_time=min_time, sync=sync)
             per_kernel[kn][0] += flops * count
             per_kernel[kn][1] += secs[kn] * count
         sec = min(secs.values())
@@ -267,7 +316,8 @@ def gemm_ceiling(
         "engine": engine,
         "precision": precision,
         "threads": threads,
-        "kernel": _label(engine, precision),
+        "device": device or "cpu",
+        "kernel": _label(engine, precision, device),
         "gflops": total_flops / total_time / 1e9,
         "shapes": rows,
     }
@@ -276,11 +326,27 @@ def gemm_ceiling(
     return out
 
 
+def _check(engine: str, precision: str, device: str | None) -> None:
+    has = precisions(engine, device)
+    if precision not in has:
+        raise ConfigError(
+            f"no {precision} GEMM kernel benchmark for engine '{engine}' on {device or 'cpu'} "
+            f"(has: {', '.join(has) or 'none'})"
+        )
+
+
 def _kernels(engine: str, precision: str) -> tuple[str, ...]:
     return _ALT_KERNELS.get((engine, precision), ("MatMulInteger",))
 
 
-def _label(engine: str, precision: str) -> str:
+def _label(engine: str, precision: str, device: str | None = "cpu") -> str:
+    if engine == "torch" and _on_cuda(device):
+        import torch
+
+        kind = precision
+        if precision == "fp32":
+            kind = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32 (no tf32)"
+        return f"torch.matmul {kind} (cuBLAS, {torch.cuda.get_device_name(device)})"
     kernels = _ALT_KERNELS.get((engine, precision))
     if not kernels:
         return _KERNELS[(engine, precision)]
@@ -303,16 +369,18 @@ class Ceiling:
         *,
         threads: int,
         min_time: float = 0.1,
+        device: str | None = "cpu",
     ) -> None:
-        if precision not in PRECISIONS.get(engine, ()):
-            raise ConfigError(f"no {precision} GEMM kernel benchmark for engine '{engine}'")
+        _check(engine, precision, device)
         self.engine, self.precision, self.threads = engine, precision, threads
+        self.device = device or "cpu"
+        self._sync = _sync(engine, device)
         self.shapes = list(shapes)
         self.min_time = min_time
         self.kernels = _kernels(engine, precision)
         self._runs = [
             {
-                kn: _runner(engine, precision, m, k, n, threads=threads, kernel=kn)
+                kn: _runner(engine, precision, m, k, n, threads=threads, kernel=kn, device=device)
                 for kn in self.kernels
             }
             for m, k, n, _ in shapes
@@ -332,7 +400,7 @@ class Ceiling:
             flops = 2.0 * m * k * n
             secs = {}
             for kn, run in runs.items():
-                secs[kn] = _time(run, warmup=0, repeats=1, min_time=self.min_time)
+                secs[kn] = _time(run, warmup=0, repeats=1, min_time=self.min_time, sync=self._sync)
                 kern[kn][0] += flops * count
                 kern[kn][1] += secs[kn] * count
             sec = min(secs.values())
@@ -350,7 +418,8 @@ class Ceiling:
             "engine": self.engine,
             "precision": self.precision,
             "threads": self.threads,
-            "kernel": _label(self.engine, self.precision),
+            "device": self.device,
+            "kernel": _label(self.engine, self.precision, self.device),
             "gflops": statistics.median(self.samples),
             "samples": len(self.samples),
             "shapes": [

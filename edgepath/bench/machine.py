@@ -54,19 +54,25 @@ def load_avg() -> list[float] | None:
 def describe(*, threads: int | None = None) -> dict[str, Any]:
     """A JSON-able description of this machine, stored with every benchmark result.
 
+    ``gpu`` is the first CUDA GPU's name and ``cuda`` its capability, memory and the CUDA,
+    cuDNN and fp32-matmul settings torch runs it with (both None without a CUDA GPU).
+
     Args:
         threads: The thread count the benchmark used, recorded alongside.
     """
     cpu = _cpuinfo()
     flags = set((cpu.get("flags") or cpu.get("Features") or "").split())
-    gpu = None
+    gpu, cuda = None, None
     try:
         import torch
 
         if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
+            from edgepath.runtime.torch_engine import cuda_info
+
+            cuda = cuda_info("cuda:0")
+            gpu = cuda["device_name"]
     except Exception:  # pragma: no cover - torch missing or broken CUDA
-        gpu = None
+        gpu, cuda = None, None
     return {
         "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
         "arch": platform.machine(),
@@ -74,6 +80,7 @@ def describe(*, threads: int | None = None) -> dict[str, Any]:
         "cpu_features": sorted(f for f in _FLAGS if f in flags),
         "memory_gb": _memory_gb(),
         "gpu": gpu,
+        "cuda": cuda,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "threads": threads,

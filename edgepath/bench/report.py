@@ -65,8 +65,7 @@ def plot_throughput(result: dict[str, Any], path: Path) -> Path:
         )
     ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=0)
     ax.set_ylabel("tiles / s")
-    m = result["machine"]
-    ax.set_title(f"Throughput on {m['cpu']} ({result['settings']['threads']} threads)", fontsize=9)
+    ax.set_title(f"Throughput on {_where(result)}", fontsize=9)
     ax.margins(y=0.2)
     _save(fig, path)
     return path
@@ -167,12 +166,23 @@ def _f(v: Any, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _where(r: dict[str, Any]) -> str:
+    """What a throughput result's torch engine ran on: the GPU (and CUDA) or the CPU's threads."""
+    m, st = r["machine"], r["settings"]
+    c = m.get("cuda")
+    if str(st.get("device", "cpu")).startswith("cuda") and c:
+        return f"{c['device_name']} (torch {m['versions'].get('torch')}, CUDA {c['cuda']})"
+    return f"{m['cpu']} ({st['threads']} threads)"
+
+
 def _md_throughput(r: dict[str, Any], img: str) -> list[str]:
     m = r["machine"]
+    gpu = f"torch engine on {_where(r)}; " if r["settings"].get("device", "cpu") != "cpu" else ""
     out = [
         "## Throughput",
         "",
-        f"{m['cpu']}, {m['cores']} cores ({', '.join(m['cpu_features']) or 'no SIMD flags'}), "
+        f"{gpu}{m['cpu']}, {m['cores']} cores "
+        f"({', '.join(m['cpu_features']) or 'no SIMD flags'}), "
         f"{r['settings']['threads']} threads, load average {m.get('load_avg')}; "
         f"{r['settings']['rounds']} interleaved rounds × {r['settings']['per_round']} batches, "
         "medians.",

@@ -228,8 +228,14 @@ def open_variants(
     precisions: Sequence[str],
     threads: int,
     workdir: Path,
+    device: str = "cpu",
+    compile: bool = False,
 ) -> tuple[list[Variant], list[str]]:
-    """Open every (engine, precision) this model can run; returns variants and skip notes."""
+    """Open every (engine, precision) this model can run; returns variants and skip notes.
+
+    ``device`` and ``compile`` are the torch engine's (fp16 / bf16 autocast runs on CUDA only);
+    the other engines open on their default device (each row records its device).
+    """
     from edgepath.runtime import open_engine
 
     variants, skipped = [], []
@@ -246,8 +252,6 @@ def open_variants(
                 ):
                     target: Any = model.artifact
                 elif engine == "torch":
-                    if precision != "fp32":
-                        raise ConfigError(f"torch eager on CPU runs fp32 only, not {precision}")
                     if model.encoder is None:
                         raise ConfigError("no torch weights in this artifact")
                     target = model.encoder
@@ -268,7 +272,16 @@ def open_variants(
                     raise ConfigError(f"no {precision} variant can be prepared on {engine}")
                 rss0 = machine.rss_mb()
                 t0 = time.perf_counter()
-                eng = open_engine(target, engine=engine, threads=threads)
+                torch_opts = (
+                    {"precision": precision, "compile": compile} if engine == "torch" else {}
+                )
+                eng = open_engine(
+                    target,
+                    engine=engine,
+                    threads=threads,
+                    device=device if engine == "torch" else None,
+                    **torch_opts,
+                )
                 variants.append(
                     Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
                 )
@@ -311,11 +324,12 @@ def time_variants(
     batches in every round (same machine load for the model and its ceiling).
 
     Returns:
-        label -> ``samples`` (seconds per batch), ``peak_rss_mb``.
+        label -> ``samples`` (seconds per batch), ``peak_rss_mb``, ``peak_gpu_mb`` (torch on
+        CUDA: the most device memory torch allocated during the variant's batches).
     """
     inputs = {v.model.name: _batch(v.model, batch) for v in variants}
     out: dict[str, dict[str, Any]] = {
-        v.label: {"samples": [], "peak_rss_mb": None} for v in variants
+        v.label: {"samples": [], "peak_rss_mb": None, "peak_gpu_mb": None} for v in variants
     }
     for v in variants:  # warm-up (graph compilation, allocator, caches)
         for _ in range(warmup):
@@ -328,16 +342,30 @@ def time_variants(
                 on_step(f"round {r + 1}/{rounds}: {v.label}")
             x = inputs[v.model.name]
             machine.peak_rss_reset()
+            gpu = _cuda_peak_reset(v)
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 v.engine(x)
                 out[v.label]["samples"].append(time.perf_counter() - t0)
             peak = machine.rss_mb(peak=True)
+            if gpu is not None:
+                mb = gpu.max_memory_allocated(v.engine.device) / 2**20
+                out[v.label]["peak_gpu_mb"] = max(out[v.label]["peak_gpu_mb"] or 0.0, mb)
             if ceilings and v.label in ceilings:
                 ceilings[v.label].sample()
             prev = out[v.label]["peak_rss_mb"]
             out[v.label]["peak_rss_mb"] = peak if prev is None else max(prev, peak or 0)
     return out
+
+
+def _cuda_peak_reset(v: Variant) -> Any:
+    """``torch.cuda`` with its peak-memory counter reset when ``v`` runs on CUDA, else None."""
+    if not str(v.engine.device).startswith("cuda"):
+        return None
+    import torch
+
+    torch.cuda.reset_peak_memory_stats(v.engine.device)
+    return torch.cuda
 
 
 def tiles_for_area(tissue_mm2: float, *, tile_px: int, mpp: float) -> int:
@@ -376,6 +404,7 @@ def summarize_row(
         "source": v.model.source,
         "random_weights": v.model.random_weights,
         "engine": v.engine_name,
+        "device": str(v.engine.device),
         "precision": v.precision,
         "quantized_by": v.backend,
         "batch": batch,
@@ -388,6 +417,7 @@ def summarize_row(
         "n_batches": len(s),
         "model_rss_mb": v.model_rss_mb,
         "peak_rss_mb": timing["peak_rss_mb"],
+        "peak_gpu_mb": timing.get("peak_gpu_mb"),
         "gflops_per_tile": cost.gflops,
         "achieved_gflops": achieved,
         "ceiling_gflops": ceiling["gflops"] if ceiling else None,
@@ -416,6 +446,8 @@ def run_throughput(
     tissue_mm2: float = 150.0,
     ceiling: bool = True,
     workdir: Path | None = None,
+    device: str = "cpu",
+    compile: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark models × engines × precisions × batch sizes, side by side in one run.
@@ -423,7 +455,7 @@ def run_throughput(
     Args:
         refs: Models (artifact folders, teacher cards, ``student[@mpp]`` names).
         engines: Engines to try (variants an engine cannot run are skipped with a note).
-        precisions: ``fp32``, ``int8``.
+        precisions: ``fp32``, ``int8``; ``fp16`` / ``bf16`` for the torch engine on CUDA.
         batches: Batch sizes.
         threads: Intra-op threads for every engine.
         warmup: Untimed batches per variant.
@@ -437,6 +469,9 @@ def run_throughput(
         workdir: Where exported/quantized variants go (a temporary folder by default); variants
             already prepared there by an earlier run are reused, so a timing run can skip the
             export and quantization work.
+        device: The torch engine's device: ``cpu``, ``cuda`` (``cuda:N``) or ``auto``; on CUDA
+            the GEMM ceiling is cuBLAS's at the variant's precision on that device.
+        compile: ``torch.compile`` the torch engine's encoder (the warm-up batches compile it).
         on_step: Progress callback.
 
     Returns:
@@ -445,8 +480,16 @@ def run_throughput(
         (``machine.load_avg`` is taken at the end), so a result says when and under what load
         it was measured.
     """
-    from edgepath.bench.gemm import PRECISIONS, Ceiling, model_shapes
+    from edgepath.bench.gemm import Ceiling, model_shapes
+    from edgepath.bench.gemm import precisions as gemm_precisions
+    from edgepath.runtime.torch_engine import resolve_device
 
+    device = resolve_device(device)
+    half = [p for p in precisions if p in ("fp16", "bf16")]
+    if half and list(engines) == ["torch"] and not device.startswith("cuda"):
+        from edgepath.runtime.torch_engine import TorchEngine
+
+        TorchEngine.check_precision(half[0], device)
     when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
     tmp = None
     if workdir is None:
@@ -465,6 +508,8 @@ def run_throughput(
                 precisions=precisions,
                 threads=threads,
                 workdir=workdir / f"{i}-{m.name.replace('@', '_').replace('/', '_')}",
+                device=device,
+                compile=compile,
             )
             variants += vs
             skipped += sk
@@ -491,7 +536,7 @@ def run_throughput(
             if ceiling:
                 for v in variants:
                     key = (v.model.name, v.engine_name, v.precision)
-                    if v.precision not in PRECISIONS.get(v.engine_name, ()):
+                    if v.precision not in gemm_precisions(v.engine_name, v.engine.device):
                         continue
                     if key not in ceil_cache:
                         if on_step:
@@ -501,6 +546,7 @@ def run_throughput(
                             v.precision,
                             model_shapes(costs[v.model.name], b),
                             threads=threads,
+                            device=v.engine.device,
                         )
                     ceil_by_label[v.label] = ceil_cache[key]
             timing = time_variants(
@@ -544,6 +590,8 @@ def run_throughput(
                 "precisions": list(precisions),
                 "batches": list(batches),
                 "threads": threads,
+                "device": device,
+                "compile": compile,
                 "warmup": warmup,
                 "rounds": rounds,
                 "per_round": per_round,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgepath.cli.common import emit, json_option, progress
+from edgepath.cli.common import device_option, emit, json_option, progress
 from edgepath.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
     "precisions",
     default="fp32,int8",
     show_default=True,
-    help="Comma-separated precisions (fp32, int8).",
+    help="Comma-separated precisions (fp32, int8; fp16 and bf16: the torch engine on CUDA).",
 )
 @click.option(
     "--batch", "batches", default="16", show_default=True, help="Batch size(s), e.g. 1,16."
@@ -131,6 +131,13 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
     help="WSI/min for this tissue area when neither --slide nor --tiles-per-slide.",
 )
 @click.option("--no-ceiling", is_flag=True, help="Skip the GEMM ceiling micro-benchmark.")
+@device_option(default="cpu")
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the torch engine's encoder (compiled during the warm-up batches).",
+)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -172,6 +179,8 @@ def throughput(
     tiles_per_slide: int | None,
     tissue_mm2: float,
     no_ceiling: bool,
+    device: str,
+    compile_: bool,
     workdir: Path | None,
     compare: bool,
     workers: int,
@@ -182,9 +191,13 @@ def throughput(
 
     MODEL is an artifact folder, a teacher card (random weights: throughput needs only the
     architecture) or a student name with random weights, optionally at an mpp: vit-s14@2.0.
+
+    \b
+      edgepath bench throughput vit-s14 uni2-h --engines torch --device cuda \\
+          --precision fp32,bf16,fp16 --batch 64,256
     """
     eng = _csv(engines, what="engines", allowed=ENGINES)
-    prec = _csv(precisions, what="precision", allowed=("fp32", "fp16", "int8"))
+    prec = _csv(precisions, what="precision", allowed=("fp32", "fp16", "bf16", "int8"))
     sizes = _ints(batches, what="batch")
     with _Steps(disable=as_json or None) as steps:
         if compare:
@@ -192,6 +205,8 @@ def throughput(
 
             if len(models) != 2 or slide is None:
                 raise ConfigError("--compare takes two MODELS (teacher, student) and --slide")
+            if device != "cpu" or compile_:
+                raise ConfigError("--compare runs on CPU engines; drop --device and --compile")
             result = run_compare(
                 models[0],
                 models[1],
@@ -223,6 +238,8 @@ def throughput(
                 tissue_mm2=tissue_mm2,
                 ceiling=not no_ceiling,
                 workdir=workdir,
+                device=device,
+                compile=compile_,
                 on_step=steps.step,
             )
     if out is not None:
@@ -243,6 +260,14 @@ def _human_throughput(d: dict[str, Any]) -> None:
         f"{d['settings']['threads']} threads",
         bold=True,
     )
+    if str(d["settings"].get("device", "cpu")).startswith("cuda") and m.get("cuda"):
+        c = m["cuda"]
+        click.secho(
+            f"torch engine on {c['device_name']} (compute {c['compute_capability']}, "
+            f"{c['memory_gb']} GB), torch {m['versions'].get('torch')}, CUDA {c['cuda']}, "
+            f"fp32 matmul {c['fp32_matmul']}",
+            bold=True,
+        )
     click.echo(
         f"{'model':<18} {'engine':<12} {'prec':<5} {'batch':>5} {'tiles/s':>8} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} "
@@ -315,6 +340,7 @@ def _human_compare(d: dict[str, Any]) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--engine", default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(1), default=None)
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
@@ -326,6 +352,7 @@ def robustness(
     n_tiles: int | None,
     seed: int,
     engine: str,
+    device: str,
     threads: int | None,
     batch: int,
     random_weights: bool,
@@ -341,7 +368,7 @@ def robustness(
     from edgepath.bench.robustness import plism_robustness, synthetic_robustness
 
     eng, info = open_for_embedding(
-        model, engine=engine, threads=threads, random_weights=random_weights
+        model, engine=engine, threads=threads, random_weights=random_weights, device=device
     )
     with eng, _Steps(disable=as_json or None) as steps:
         if plism_dir is not None:
@@ -399,6 +426,7 @@ def _human_robustness(d: dict[str, Any]) -> None:
 @click.option("--max-tiles", type=click.IntRange(11), default=512, show_default=True)
 @click.option("--engine-a", default="auto", show_default=True, help="Engine of CANDIDATE.")
 @click.option("--engine-b", default="auto", show_default=True, help="Engine of REFERENCE.")
+@device_option()
 @click.option("--threads", type=click.IntRange(1), default=None)
 @click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None)
@@ -410,6 +438,7 @@ def fidelity(
     max_tiles: int,
     engine_a: str,
     engine_b: str,
+    device: str,
     threads: int | None,
     random_weights: bool,
     out: Path | None,
@@ -424,10 +453,10 @@ def fidelity(
     from edgepath.bench.fidelity import as_result, fidelity_run, load_tiles
 
     a, ia = open_for_embedding(
-        candidate, engine=engine_a, threads=threads, random_weights=random_weights
+        candidate, engine=engine_a, threads=threads, random_weights=random_weights, device=device
     )
     b, ib = open_for_embedding(
-        reference, engine=engine_b, threads=threads, random_weights=random_weights
+        reference, engine=engine_b, threads=threads, random_weights=random_weights, device=device
     )
     with a, b:
         tiles, desc = load_tiles(

@@ -14,6 +14,18 @@ json_option = click.option(
 )
 
 
+def device_option(default: str = "auto") -> Callable[[Any], Any]:
+    """``--device auto|cpu|cuda``: where the torch engine runs (auto: cuda when torch sees one)."""
+    return click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default=default,
+        show_default=True,
+        help="Where the torch engine runs (auto: cuda when torch sees a GPU); other engines "
+        "run on their own default device.",
+    )
+
+
 def emit(data: dict[str, Any], *, as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
     """Print ``data`` as one JSON object (``--json``) or call ``human`` to render it."""
     if as_json:

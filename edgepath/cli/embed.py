@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from edgepath.cli.common import emit, json_option, progress, quiet
+from edgepath.cli.common import device_option, emit, json_option, progress, quiet
 
 ENGINES = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 
@@ -37,6 +37,15 @@ def _common(f: Any) -> Any:
             default="auto",
             show_default=True,
             help="Runtime to run the model on.",
+        ),
+        device_option(),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "fp16", "bf16"]),
+            default="fp32",
+            show_default=True,
+            help="The torch engine's precision (fp16 / bf16 autocast: CUDA only); other engines "
+            "run the artifact's own.",
         ),
         click.option(
             "--batch",
@@ -176,7 +185,13 @@ def _embedder(model: str, out: str, opts: dict[str, Any], *, force: bool, report
     from edgepath.embed.run import Embedder
     from edgepath.slides import read_mpp_csv
 
-    engine, info = open_model(model, engine=opts["engine"], threads=opts["threads"])
+    engine, info = open_model(
+        model,
+        engine=opts["engine"],
+        threads=opts["threads"],
+        device=opts["device"],
+        precision=opts["precision"],
+    )
     return Embedder(
         engine,
         info,

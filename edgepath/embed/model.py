@@ -29,7 +29,12 @@ def artifact_sha256(folder: str | Path, manifest: dict[str, Any]) -> str:
 
 
 def open_model(
-    ref: str | Path, *, engine: str = "auto", threads: int | None = None
+    ref: str | Path,
+    *,
+    engine: str = "auto",
+    threads: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Open ``ref`` on an engine and describe it for the feature files.
 
@@ -37,6 +42,8 @@ def open_model(
         ref: An artifact folder (any kind), a teacher card name/path or a student name.
         engine: ``auto``, ``torch``, ``onnxruntime``, ``openvino`` or ``tensorrt``.
         threads: Engine threads (``None``: the runtime's default).
+        device: The torch engine's device (``cpu``, ``cuda``, ``auto``; default ``cpu``).
+        precision: The torch engine's precision (``fp32``; ``fp16`` / ``bf16`` on CUDA).
 
     Returns:
         The engine and the model's identity.
@@ -48,14 +55,18 @@ def open_model(
         folder = Path(ref)
         manifest = read_manifest(folder)
         sha = artifact_sha256(folder, manifest)
-        eng = open_engine(folder, engine=engine, threads=threads)
+        eng = open_engine(
+            folder, engine=engine, threads=threads, device=device, precision=precision
+        )
         model_id = f"{manifest.get('name', folder.name)} ({manifest['kind']}: {folder.name})"
     else:
         from edgepath.models import load_model
 
         encoder, info = load_model(str(ref))
         sha = str(info.get("sha256") or "")
-        eng = open_engine(encoder, engine=engine, threads=threads)
+        eng = open_engine(
+            encoder, engine=engine, threads=threads, device=device, precision=precision
+        )
         model_id = str(info.get("name", ref))
         if info.get("random_weights"):
             model_id += " (random weights)"

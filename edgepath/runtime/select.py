@@ -93,6 +93,8 @@ def open_engine(
     engine: str = "auto",
     threads: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
+    compile: bool = False,
 ) -> Engine:
     """Open a model on an engine.
 
@@ -102,7 +104,11 @@ def open_engine(
         engine: ``auto`` (the fastest installed engine that can run the artifact's files),
             ``torch``, ``onnxruntime``, ``openvino`` or ``tensorrt``.
         threads: Intra-op threads.
-        device: Engine-specific device (``cpu``, ``cuda:0``, OpenVINO ``GPU`` …).
+        device: Engine-specific device (``cpu``, ``cuda:0``, OpenVINO ``GPU`` …); ``auto`` is the
+            torch engine's (``cuda`` when torch sees a GPU) and every other engine's default.
+        precision: The torch engine's precision (``fp32``, or ``fp16`` / ``bf16`` autocast on
+            CUDA); other engines run the artifact's own precision.
+        compile: ``torch.compile`` the torch engine's encoder.
 
     Raises:
         ConfigError: Unknown engine, or an engine that cannot run this artifact.
@@ -118,10 +124,18 @@ def open_engine(
         )
     from edgepath.artifact import is_artifact
 
+    torch_opts = {"precision": precision or "fp32", "compile": compile}
     if hasattr(ref, "forward_tokens") and hasattr(ref, "spec"):  # an Encoder
-        return _torch(ref, engine, threads=threads, device=device)
+        return _torch(ref, engine, threads=threads, device=device, **torch_opts)
     if isinstance(ref, str | Path) and is_artifact(ref):
-        return _open_artifact(Path(ref), engine, threads=threads, device=device)
+        return _open_artifact(
+            Path(ref),
+            engine,
+            threads=threads,
+            device=device,
+            torch_precision=precision or "fp32",
+            compile=compile,
+        )
     if isinstance(ref, str | Path) and Path(ref).is_dir():
         raise ArtifactError(
             f"{ref}: not an edgepath artifact (no edgepath.json); pass a folder written by "
@@ -133,10 +147,10 @@ def open_engine(
     if load_model is None:  # pragma: no cover - models stage not installed
         raise ConfigError(f"cannot open '{ref}': pass an artifact folder or an Encoder")
     encoder, _ = load_model(ref)
-    return _torch(encoder, engine, threads=threads, device=device)
+    return _torch(encoder, engine, threads=threads, device=device, **torch_opts)
 
 
-def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None) -> Engine:
+def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None, **opts) -> Engine:
     if engine not in ("auto", "torch"):
         raise ConfigError(
             f"--engine {engine} needs an exported model; run edgepath export first (a torch "
@@ -144,10 +158,18 @@ def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None
         )
     from edgepath.runtime.torch_engine import TorchEngine
 
-    return TorchEngine(encoder, threads=threads, device=device)
+    return TorchEngine(encoder, threads=threads, device=device, **opts)
 
 
-def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: str | None) -> Engine:
+def _open_artifact(
+    folder: Path,
+    engine: str,
+    *,
+    threads: int | None,
+    device: str | None,
+    torch_precision: str = "fp32",
+    compile: bool = False,
+) -> Engine:
     from edgepath.artifact import manifest_spec, read_manifest, require_ok
 
     manifest = read_manifest(folder)
@@ -159,6 +181,8 @@ def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: st
         raise ArtifactError(
             f"{folder}: manifest lists no model file any engine can run; re-create the artifact"
         )
+    if engine == "auto" and (torch_precision != "fp32" or compile) and "torch" in runnable:
+        engine = "torch"  # only the torch engine has these options
     if engine == "auto":
         choices = [e for e in available_engines() if e in runnable]
         validated = [e for e in choices if e in manifest.get("parity", {})]
@@ -188,7 +212,21 @@ def _open_artifact(folder: Path, engine: str, *, threads: int | None, device: st
         from edgepath.artifact import load_encoder
         from edgepath.runtime.torch_engine import TorchEngine
 
-        return TorchEngine(load_encoder(folder), threads=threads, device=device)
+        return TorchEngine(
+            load_encoder(folder),
+            threads=threads,
+            device=device,
+            precision=torch_precision,
+            compile=compile,
+        )
+    if torch_precision != "fp32" or compile:
+        what = f"--precision {torch_precision}" if torch_precision != "fp32" else "--compile"
+        raise ConfigError(
+            f"{what} is for the torch engine; {engine} runs {folder.name} at its own precision "
+            f"({precision}): add --engine torch, or drop {what}"
+        )
+    if device == "auto":  # auto is every engine's own default device
+        device = None
     if engine == "onnxruntime":
         from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,46 @@ log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
+#: What ``--device`` takes for the torch engine (``cuda:N`` is accepted too).
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+#: Precisions the torch engine runs: fp32 anywhere, fp16 / bf16 autocast on CUDA.
+PRECISIONS: tuple[str, ...] = tuple(_DTYPES)
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None) -> ``cuda`` when torch sees a GPU, else ``cpu``; checks ``cuda[:N]``.
+
+    Raises:
+        ConfigError: ``cuda`` asked for where torch sees no CUDA GPU, or an unknown device.
+    """
+    import torch
+
+    device = device or "auto"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device {device!r}: expected {', '.join(DEVICES)} (or cuda:N)")
+    return device
+
+
+def cuda_info(device: str) -> dict[str, Any]:
+    """Name, compute capability, memory and the torch / CUDA versions of a CUDA ``device``."""
+    import torch
+
+    index = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(index)
+    return {
+        "device_name": torch.cuda.get_device_name(index),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gb": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "fp32_matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee fp32",
+    }
+
 
 class TorchEngine(Engine):
     """A torch ``Encoder`` behind the ``Engine`` interface.
@@ -25,7 +65,9 @@ class TorchEngine(Engine):
         encoder: The encoder (put in eval mode, moved to ``device``).
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (CUDA only).
         threads: ``torch.set_num_threads`` (process-wide) when given.
-        device: ``cpu`` or ``cuda`` / ``cuda:N`` (default: ``cpu``).
+        device: ``cpu``, ``cuda`` / ``cuda:N`` or ``auto`` (default: ``cpu``).
+        compile: Run the encoder through ``torch.compile`` (compiled on the first batch of each
+            shape, so give the benchmark a warm-up batch).
     """
 
     name = "torch"
@@ -37,25 +79,39 @@ class TorchEngine(Engine):
         precision: str = "fp32",
         threads: int | None = None,
         device: str | None = None,
+        compile: bool = False,
     ) -> None:
         import torch
 
-        device = device or "cpu"
+        device = resolve_device(device or "cpu")
+        self.check_precision(precision, device)
+        if threads:
+            torch.set_num_threads(int(threads))
+        super().__init__(encoder.spec, precision=precision, device=device)
+        self.encoder = encoder.eval().to(device)
+        self._fn = torch.compile(self.encoder) if compile else self.encoder
+        self._dtype = getattr(torch, _DTYPES[precision])
+        self.info = {
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "compiled": bool(compile),
+        }
+        if device.startswith("cuda"):
+            self.info.update(cuda_info(device))
+
+    @staticmethod
+    def check_precision(precision: str, device: str) -> None:
+        """Refuse a precision the torch engine cannot run on ``device`` (one line, the fix)."""
         if precision not in _DTYPES:
             raise ConfigError(
                 f"the torch engine runs {', '.join(_DTYPES)}, not '{precision}'; run quantized "
                 "artifacts with --engine onnxruntime or openvino"
             )
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device '{device}' asked for but torch sees no CUDA GPU; use cpu")
         if precision != "fp32" and not device.startswith("cuda"):
-            raise ConfigError(f"the torch engine runs {precision} on CUDA only; use fp32 on CPU")
-        if threads:
-            torch.set_num_threads(int(threads))
-        super().__init__(encoder.spec, precision=precision, device=device)
-        self.encoder = encoder.eval().to(device)
-        self._dtype = getattr(torch, _DTYPES[precision])
-        self.info = {"version": torch.__version__, "threads": torch.get_num_threads()}
+            raise ConfigError(
+                f"the torch engine runs {precision} on CUDA only; use --precision fp32 on "
+                f"{device}, or --device cuda on a machine with an NVIDIA GPU"
+            )
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -69,8 +125,9 @@ class TorchEngine(Engine):
                 enabled=self.precision != "fp32",
             ),
         ):
-            y = self.encoder(x)
+            y = self._fn(x)
         return y.float().cpu().numpy()
 
     def close(self) -> None:
         self.encoder = None  # type: ignore[assignment]
+        self._fn = None

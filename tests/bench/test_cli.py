@@ -150,6 +150,40 @@ def test_user_errors_are_one_line(run_cli, args: list[str], needle: str) -> None
     assert needle in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "throughput", "vit-test14", "--engines", "torch", "--device", "cuda"],
+        ["bench", "robustness", "vit-test14", "--device", "cuda"],
+        ["bench", "fidelity", "vit-test14", "vit-test14", "--device", "cuda"],
+        ["embed", "vit-test14", "SLIDE", "-o", "OUT", "--device", "cuda"],
+    ],
+)
+def test_device_cuda_without_a_gpu_is_one_line(
+    run_cli, args: list[str], sample_slide: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the answer where torch sees no GPU")
+    where = {"SLIDE": str(sample_slide), "OUT": str(tmp_path / "features")}
+    code, _, err = run_cli(*[where.get(a, a) for a in args])
+    assert code == 2, err
+    assert err.strip() == "error: --device cuda: torch sees no CUDA GPU here; use --device cpu"
+
+
+def test_half_precision_on_cpu_is_one_line_naming_the_fix(run_cli) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the answer where torch sees no GPU")
+    code, _, err = run_cli(
+        "bench", "throughput", "vit-test14", "--engines", "torch", "--precision", "fp32,bf16"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "bf16 on CUDA only; use --precision fp32 on cpu, or --device cuda" in err
+
+
 @pytest.mark.slow
 def test_compare_teacher_vs_student_on_the_sample_slide(run_cli, sample_slide: Path) -> None:
     code, out, err = run_cli(
