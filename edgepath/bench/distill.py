@@ -86,18 +86,6 @@ def _peak_memory_mb(device: str) -> tuple[float, str]:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "process peak RSS"
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA GPU here; use --device cpu")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
-    return device
-
-
 def distill_speed(
     recipe: str,
     *,
@@ -132,10 +120,12 @@ def distill_speed(
     from edgepath.distill.recipe import load_recipe
     from edgepath.distill.timing import PhaseTimer
     from edgepath.distill.trainer import distill
+    from edgepath.runtime.torch_engine import resolve_device
 
     if steps < 1 or warmup < 0:
         raise ConfigError("--steps must be >= 1 and --warmup >= 0")
-    dev = _resolve_device(device)
+    # the trainer picks its GPU from LOCAL_RANK, as under torchrun
+    dev = "cuda" if resolve_device(device).startswith("cuda") else "cpu"
     status = on_status or (lambda text: None)
     total = warmup + steps
     sets = _overrides(teachers=teachers, student=student, batch_size=batch_size, total=total)

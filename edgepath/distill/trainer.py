@@ -73,11 +73,9 @@ def _dist_setup(device: str = "auto") -> tuple[int, int, torch.device]:
 
     ``device``: ``auto`` (CUDA where there is one), ``cuda`` or ``cpu``.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device {device!r}: expected auto, cpu or cuda")
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not cuda:
-        raise ConfigError("device cuda: torch sees no CUDA GPU here; use --device cpu")
+    from edgepath.runtime.torch_engine import resolve_device
+
+    cuda = resolve_device(device).startswith("cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
