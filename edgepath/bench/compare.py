@@ -15,6 +15,7 @@ WSI/min is given two ways and labelled:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -25,12 +26,15 @@ from typing import Any
 from edgepath.bench import machine
 from edgepath.bench.flops import vit_cost
 from edgepath.bench.throughput import (
+    ModelRef,
     Variant,
+    close_variants,
     open_variants,
     resolve_model,
     slide_tiles,
     summarize_row,
     time_variants,
+    timing_of,
 )
 from edgepath.errors import EdgepathError
 
@@ -98,12 +102,19 @@ def run_compare(
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Teacher vs student WSI/min on one slide, side by side; see the module docstring."""
-    with tempfile.TemporaryDirectory(prefix="edgepath-compare-") as tmp:
-        work = Path(tmp)
-        ref = resolve_model(reference)
-        cand = resolve_model(candidate)
-        if on_step:
-            on_step(f"preparing {ref.name} and {cand.name}")
+    step = on_step or (lambda _: None)
+    settings = {
+        "batch": batch,
+        "threads": threads,
+        "rounds": rounds,
+        "per_round": per_round,
+        "warmup": warmup,
+        "workers": workers,
+    }
+    with contextlib.ExitStack() as stack:  # on exit: close every engine, then the temp folder
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgepath-compare-")))
+        ref, cand = resolve_model(reference), resolve_model(candidate)
+        step(f"preparing {ref.name} and {cand.name}")
         ref_vs, skipped = open_variants(
             ref,
             engines=[reference_engine],
@@ -111,85 +122,122 @@ def run_compare(
             threads=threads,
             workdir=work / "ref",
         )
+        stack.callback(close_variants, ref_vs)
         cand_vs, sk = open_variants(
             cand, engines=engines, precisions=precisions, threads=threads, workdir=work / "cand"
         )
+        stack.callback(close_variants, cand_vs)
         skipped += sk
         if not ref_vs or not cand_vs:
             raise EdgepathError("compare needs both models to open: " + "; ".join(skipped))
-        if on_step:
-            on_step("counting tissue tiles at each model's mpp")
+        step("counting tissue tiles at each model's mpp")
         counts = {m.name: slide_tiles(slide, tile_px=m.tile_px, mpp=m.mpp) for m in (ref, cand)}
-        timing = time_variants(
-            ref_vs + cand_vs,
-            batch=batch,
-            warmup=warmup,
-            rounds=rounds,
-            per_round=per_round,
-            on_step=on_step,
-        )
-        rows = []
-        for v in ref_vs + cand_vs:
-            rows.append(
-                summarize_row(
-                    v,
-                    timing[v.label],
-                    batch=batch,
-                    threads=threads,
-                    cost=vit_cost(v.model.spec),
-                    ceiling=None,
-                    tiles_per_slide=counts[v.model.name],
-                    basis=f"tissue tiles of {slide.name} at {v.model.mpp} mpp",
-                )
-            )
-        ref_row = rows[0]
+        rows = _timed_rows(ref_vs + cand_vs, slide, counts, settings, on_step=on_step)
         best = max(rows[1:], key=lambda r: r["tiles_per_s"])
         best_v = next(
             v
             for v in cand_vs
             if (v.engine_name, v.precision) == (best["engine"], best["precision"])
         )
-        e2e: dict[str, Any] = {}
-        if on_step:
-            on_step(f"end to end: {best_v.label} on {slide.name}")
-        e2e["candidate"] = end_to_end(
-            best_v, slide, batch=batch, workers=workers, out_dir=work / "e2e-cand"
+        e2e = _end_to_end_both(
+            ref_vs[0],
+            best_v,
+            slide,
+            ref_estimate_s=counts[ref.name] / rows[0]["tiles_per_s"],
+            budget_s=e2e_budget_s,
+            work=work,
+            settings=settings,
+            step=step,
         )
-        ref_estimate = counts[ref.name] / ref_row["tiles_per_s"]
-        if ref_estimate <= e2e_budget_s:
-            if on_step:
-                on_step(f"end to end: {ref_vs[0].label} on {slide.name}")
-            e2e["reference"] = end_to_end(
-                ref_vs[0], slide, batch=batch, workers=workers, out_dir=work / "e2e-ref"
-            )
-        else:
-            e2e["reference"] = None
-            e2e["reference_skipped"] = (
-                f"computed time {ref_estimate / 60:.0f} min exceeds the {e2e_budget_s:.0f} s "
-                "end-to-end budget; its computed WSI/min is used"
-            )
-        for v in ref_vs + cand_vs:
-            v.engine.close()
-    ref_wsi = ref_row["wsi_per_min"]
+    return _report(
+        ref,
+        cand,
+        slide,
+        rows=rows,
+        best=best,
+        e2e=e2e,
+        counts=counts,
+        settings=settings,
+        skipped=skipped,
+    )
+
+
+def _timed_rows(
+    variants: list[Variant],
+    slide: Path,
+    counts: dict[str, int],
+    settings: dict[str, Any],
+    *,
+    on_step: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+    """Every variant timed side by side (interleaved rounds): one result row each, in order."""
+    batch, threads = settings["batch"], settings["threads"]
+    timing = time_variants(variants, batch=batch, on_step=on_step, **timing_of(settings))
+    return [
+        summarize_row(
+            v,
+            timing[v.label],
+            batch=batch,
+            threads=threads,
+            cost=vit_cost(v.model.spec),
+            ceiling=None,
+            tiles_per_slide=counts[v.model.name],
+            basis=f"tissue tiles of {slide.name} at {v.model.mpp} mpp",
+        )
+        for v in variants
+    ]
+
+
+def _end_to_end_both(
+    ref_v: Variant,
+    cand_v: Variant,
+    slide: Path,
+    *,
+    ref_estimate_s: float,
+    budget_s: float,
+    work: Path,
+    settings: dict[str, Any],
+    step: Callable[[str], None],
+) -> dict[str, Any]:
+    """The candidate's variant end to end, and the reference's when its computed time fits."""
+    kw = {"batch": settings["batch"], "workers": settings["workers"]}
+    step(f"end to end: {cand_v.label} on {slide.name}")
+    e2e: dict[str, Any] = {"candidate": end_to_end(cand_v, slide, out_dir=work / "e2e-cand", **kw)}
+    if ref_estimate_s <= budget_s:
+        step(f"end to end: {ref_v.label} on {slide.name}")
+        e2e["reference"] = end_to_end(ref_v, slide, out_dir=work / "e2e-ref", **kw)
+    else:
+        e2e["reference"] = None
+        e2e["reference_skipped"] = (
+            f"computed time {ref_estimate_s / 60:.0f} min exceeds the {budget_s:.0f} s "
+            "end-to-end budget; its computed WSI/min is used"
+        )
+    return e2e
+
+
+def _report(
+    ref: ModelRef,
+    cand: ModelRef,
+    slide: Path,
+    *,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any],
+    e2e: dict[str, Any],
+    counts: dict[str, int],
+    settings: dict[str, Any],
+    skipped: list[str],
+) -> dict[str, Any]:
+    """The compare result: both models, every row, end-to-end runs and the two ratios."""
+    ref_wsi = rows[0]["wsi_per_min"]
     ref_e2e = e2e["reference"]["wsi_per_min"] if e2e.get("reference") else ref_wsi
     return {
         "kind": "compare",
-        "machine": machine.describe(threads=threads),
+        "machine": machine.describe(threads=settings["threads"]),
         "slide": str(slide),
         "slide_dimensions": _dimensions(slide),
-        "reference": {
-            "model": ref.name,
-            "random_weights": ref.random_weights,
-            "mpp": ref.mpp,
-            "tile_px": ref.tile_px,
-            "tiles": counts[ref.name],
-        },
+        "reference": _model_entry(ref, counts),
         "candidate": {
-            "model": cand.name,
-            "random_weights": cand.random_weights,
-            "mpp": cand.mpp,
-            "tile_px": cand.tile_px,
-            "tiles": counts[cand.name],
+            **_model_entry(cand, counts),
             "best": f"{best['engine']} {best['precision']}",
         },
         "rows": rows,
@@ -202,15 +250,18 @@ def run_compare(
             else "student measured end to end / teacher computed (model only, no I/O: favours "
             "the teacher)"
         ),
-        "settings": {
-            "batch": batch,
-            "threads": threads,
-            "rounds": rounds,
-            "per_round": per_round,
-            "warmup": warmup,
-            "workers": workers,
-        },
+        "settings": settings,
         "skipped": skipped,
+    }
+
+
+def _model_entry(m: ModelRef, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "model": m.name,
+        "random_weights": m.random_weights,
+        "mpp": m.mpp,
+        "tile_px": m.tile_px,
+        "tiles": counts[m.name],
     }
 
 

@@ -13,6 +13,8 @@ mpp (``vit-s14@2.0``). Float variants for onnxruntime/openvino are exported with
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import statistics
 import tempfile
@@ -221,6 +223,68 @@ def _reuse(folder: Path) -> Path | None:
     return None
 
 
+def _target(
+    model: ModelRef, engine: str, precision: str, workdir: Path, prepared: dict[str, Path]
+) -> Any:
+    """What ``open_engine`` opens for this variant: the artifact, the encoder or a prepared folder.
+
+    Exported and quantized folders are made once per model (``prepared``) and reused from an
+    earlier run's ``workdir`` when there.
+    """
+    runs_as_is = engine == "torch" or model.manifest.get("engine") != "torch"
+    if model.artifact is not None and model.manifest.get("precision") == precision and runs_as_is:
+        return model.artifact
+    if engine == "torch":
+        if model.encoder is None:
+            raise ConfigError("no torch weights in this artifact")
+        return model.encoder
+    if precision == "fp32":
+        if "fp32" not in prepared:
+            prepared["fp32"] = _reuse(workdir / "fp32") or _export_float(model, workdir / "fp32")
+        return prepared["fp32"]
+    if precision == "int8":
+        k = f"int8-{engine}"
+        if k not in prepared:
+            prepared[k] = _reuse(workdir / k) or _quantize_int8(model, workdir / k, engine=engine)
+        return prepared[k]
+    raise ConfigError(f"no {precision} variant can be prepared on {engine}")
+
+
+def _open_variant(
+    model: ModelRef,
+    target: Any,
+    *,
+    engine: str,
+    precision: str,
+    threads: int,
+    device: str,
+    compile: bool,
+) -> Variant:
+    """Open one variant, recording its open time, memory and (quantized) backend."""
+    from edgepath.runtime import open_engine
+
+    rss0 = machine.rss_mb()
+    t0 = time.perf_counter()
+    torch_opts = {"precision": precision, "compile": compile} if engine == "torch" else {}
+    eng = open_engine(
+        target,
+        engine=engine,
+        threads=threads,
+        device=device if engine == "torch" else None,
+        **torch_opts,
+    )
+    v = Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
+    if isinstance(target, Path) and precision != "fp32":
+        from edgepath.artifact import read_manifest
+
+        b = read_manifest(target).get("backend")
+        v.backend = b.get("name") if isinstance(b, dict) else b
+    rss1 = machine.rss_mb()
+    if rss0 is not None and rss1 is not None:
+        v.model_rss_mb = rss1 - rss0
+    return v
+
+
 def open_variants(
     model: ModelRef,
     *,
@@ -234,69 +298,42 @@ def open_variants(
     """Open every (engine, precision) this model can run; returns variants and skip notes.
 
     ``device`` and ``compile`` are the torch engine's (fp16 / bf16 autocast runs on CUDA only);
-    the other engines open on their default device (each row records its device).
+    the other engines open on their default device (each row records its device). The caller
+    closes the variants' engines; on an unexpected error the ones opened so far are closed here.
     """
-    from edgepath.runtime import open_engine
-
-    variants, skipped = [], []
+    variants: list[Variant] = []
+    skipped: list[str] = []
     prepared: dict[str, Path] = {}
-    for precision in precisions:
-        for engine in engines:
-            key = f"{engine}-{precision}"
-            try:
-                runs_as_is = engine == "torch" or model.manifest.get("engine") != "torch"
-                if (
-                    model.artifact is not None
-                    and model.manifest.get("precision") == precision
-                    and runs_as_is
-                ):
-                    target: Any = model.artifact
-                elif engine == "torch":
-                    if model.encoder is None:
-                        raise ConfigError("no torch weights in this artifact")
-                    target = model.encoder
-                elif precision == "fp32":
-                    if "fp32" not in prepared:
-                        prepared["fp32"] = _reuse(workdir / "fp32") or _export_float(
-                            model, workdir / "fp32"
+    try:
+        for precision in precisions:
+            for engine in engines:
+                try:
+                    target = _target(model, engine, precision, workdir, prepared)
+                    variants.append(
+                        _open_variant(
+                            model,
+                            target,
+                            engine=engine,
+                            precision=precision,
+                            threads=threads,
+                            device=device,
+                            compile=compile,
                         )
-                    target = prepared["fp32"]
-                elif precision == "int8":
-                    k = f"int8-{engine}"
-                    if k not in prepared:
-                        prepared[k] = _reuse(workdir / k) or _quantize_int8(
-                            model, workdir / k, engine=engine
-                        )
-                    target = prepared[k]
-                else:
-                    raise ConfigError(f"no {precision} variant can be prepared on {engine}")
-                rss0 = machine.rss_mb()
-                t0 = time.perf_counter()
-                torch_opts = (
-                    {"precision": precision, "compile": compile} if engine == "torch" else {}
-                )
-                eng = open_engine(
-                    target,
-                    engine=engine,
-                    threads=threads,
-                    device=device if engine == "torch" else None,
-                    **torch_opts,
-                )
-                variants.append(
-                    Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
-                )
-                if isinstance(target, Path) and precision != "fp32":
-                    from edgepath.artifact import read_manifest
-
-                    b = read_manifest(target).get("backend")
-                    variants[-1].backend = b.get("name") if isinstance(b, dict) else b
-                rss1 = machine.rss_mb()
-                if rss0 is not None and rss1 is not None:
-                    variants[-1].model_rss_mb = rss1 - rss0
-            except EdgepathError as exc:
-                log.warning("%s %s: skipped (%s)", model.name, key, exc)
-                skipped.append(f"{model.name} {key}: {exc}")
+                    )
+                except EdgepathError as exc:
+                    log.warning("%s %s-%s: skipped (%s)", model.name, engine, precision, exc)
+                    skipped.append(f"{model.name} {engine}-{precision}: {exc}")
+    except BaseException:
+        close_variants(variants)
+        raise
     return variants, skipped
+
+
+def close_variants(variants: Sequence[Variant]) -> None:
+    """Close every variant's engine (each one, even when an earlier close fails)."""
+    with contextlib.ExitStack() as stack:
+        for v in variants:
+            stack.callback(v.engine.close)
 
 
 def _batch(model: ModelRef, batch: int, seed: int = 0) -> np.ndarray:
@@ -356,6 +393,11 @@ def time_variants(
             prev = out[v.label]["peak_rss_mb"]
             out[v.label]["peak_rss_mb"] = peak if prev is None else max(prev, peak or 0)
     return out
+
+
+def timing_of(settings: dict[str, Any]) -> dict[str, int]:
+    """``time_variants``'s rounds (``warmup``, ``rounds``, ``per_round``) from a result's settings."""
+    return {k: settings[k] for k in ("warmup", "rounds", "per_round")}
 
 
 def _cuda_peak_reset(v: Variant) -> Any:
@@ -480,140 +522,222 @@ def run_throughput(
         (``machine.load_avg`` is taken at the end), so a result says when and under what load
         it was measured.
     """
-    from edgepath.bench.gemm import Ceiling, model_shapes
-    from edgepath.bench.gemm import precisions as gemm_precisions
-    from edgepath.runtime.torch_engine import resolve_device
+    device = _settle_device(device, engines=engines, precisions=precisions)
+    when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
+    settings = {
+        "models": list(refs),
+        "engines": list(engines),
+        "precisions": list(precisions),
+        "batches": list(batches),
+        "threads": threads,
+        "device": device,
+        "compile": compile,
+        "warmup": warmup,
+        "rounds": rounds,
+        "per_round": per_round,
+        "slide": str(slide) if slide else None,
+    }
+    count = functools.partial(
+        _tiles_per_slide, slide=slide, tiles_per_slide=tiles_per_slide, tissue_mm2=tissue_mm2
+    )
+    with contextlib.ExitStack() as stack:  # on exit: close every engine, then the temp folder
+        if workdir is None:
+            workdir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="edgepath-bench-"))
+            )
+        measured = _measure(
+            refs, settings, stack, workdir=workdir, ceiling=ceiling, count=count, on_step=on_step
+        )
+    return {
+        "kind": "throughput",
+        "machine": machine.describe(threads=threads),
+        "settings": settings,
+        **measured,
+        "when": {**when, "finished_utc": _utc_now()},
+    }
+
+
+def _measure(
+    refs: Sequence[str],
+    settings: dict[str, Any],
+    stack: contextlib.ExitStack,
+    *,
+    workdir: Path,
+    ceiling: bool,
+    count: Callable[[ModelRef], tuple[int, str]],
+    on_step: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Open every variant (closed by ``stack``) and time them at each batch size of ``settings``.
+
+    Returns:
+        The result's ``costs``, ``rows`` (with speed-ups), ``ceilings`` and ``skipped``.
+    """
+    models = [resolve_model(r) for r in refs]
+    variants, skipped = _open_all(
+        models,
+        stack,
+        workdir=workdir,
+        on_step=on_step,
+        engines=settings["engines"],
+        precisions=settings["precisions"],
+        threads=settings["threads"],
+        device=settings["device"],
+        compile=settings["compile"],
+    )
+    costs = {m.name: vit_cost(m.spec) for m in models}
+    counts = {m.name: count(m) for m in models}
+    rows: list[dict[str, Any]] = []
+    ceilings: list[dict[str, Any]] = []
+    for b in settings["batches"]:
+        r, c = _measure_batch(
+            variants, b, settings, costs=costs, counts=counts, ceiling=ceiling, on_step=on_step
+        )
+        rows += r
+        ceilings += c
+    _add_ratios(rows)
+    return {
+        "costs": {k: _cost_dict(c) for k, c in costs.items()},
+        "rows": rows,
+        "ceilings": ceilings,
+        "skipped": skipped,
+    }
+
+
+def _measure_batch(
+    variants: Sequence[Variant],
+    batch: int,
+    settings: dict[str, Any],
+    *,
+    costs: dict[str, VitCost],
+    counts: dict[str, tuple[int, str]],
+    ceiling: bool,
+    on_step: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time every variant at one batch size (with its GEMM ceiling): result rows and ceilings."""
+    threads = settings["threads"]
+    ceil = (
+        _ceilings(variants, batch, costs=costs, threads=threads, on_step=on_step) if ceiling else {}
+    )
+    timed = time_variants(
+        variants,
+        batch=batch,
+        ceilings=_by_label(variants, ceil),
+        on_step=on_step,
+        **timing_of(settings),
+    )
+    results = _ceiling_results(ceil, batch=batch)
+    rows = [
+        summarize_row(
+            v,
+            timed[v.label],
+            batch=batch,
+            threads=threads,
+            cost=costs[v.model.name],
+            ceiling=results.get(_ceiling_key(v)),
+            tiles_per_slide=counts[v.model.name][0],
+            basis=counts[v.model.name][1],
+        )
+        for v in variants
+    ]
+    return rows, list(results.values())
+
+
+def _settle_device(device: str, *, engines: Sequence[str], precisions: Sequence[str]) -> str:
+    """The torch engine's device (``auto`` resolved); half precision off CUDA fails here, early."""
+    from edgepath.runtime.torch_engine import TorchEngine, resolve_device
 
     device = resolve_device(device)
     half = [p for p in precisions if p in ("fp16", "bf16")]
     if half and list(engines) == ["torch"] and not device.startswith("cuda"):
-        from edgepath.runtime.torch_engine import TorchEngine
-
         TorchEngine.check_precision(half[0], device)
-    when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="edgepath-bench-")
-        workdir = Path(tmp.name)
-    try:
-        models = [resolve_model(r) for r in refs]
-        variants: list[Variant] = []
-        skipped: list[str] = []
-        for i, m in enumerate(models):
-            if on_step:
-                on_step(f"preparing {m.name}")
-            vs, sk = open_variants(
-                m,
-                engines=engines,
-                precisions=precisions,
-                threads=threads,
-                workdir=workdir / f"{i}-{m.name.replace('@', '_').replace('/', '_')}",
-                device=device,
-                compile=compile,
-            )
-            variants += vs
-            skipped += sk
-        if not variants:
-            raise EdgepathError("no variant could be opened: " + "; ".join(skipped))
-        costs = {m.name: vit_cost(m.spec) for m in models}
-        counts: dict[str, tuple[int, str]] = {}
-        for m in models:
-            if slide is not None:
-                n = slide_tiles(Path(slide), tile_px=m.tile_px, mpp=m.mpp)
-                counts[m.name] = (n, f"tissue tiles of {Path(slide).name} at {m.mpp} mpp")
-            elif tiles_per_slide is not None:
-                counts[m.name] = (
-                    int(tiles_per_slide),
-                    f"stated: {tiles_per_slide} tiles at {m.mpp} mpp",
-                )
-            else:
-                n = tiles_for_area(tissue_mm2, tile_px=m.tile_px, mpp=m.mpp)
-                counts[m.name] = (n, f"{tissue_mm2:g} mm² of tissue at {m.mpp} mpp")
-        rows, ceilings = [], []
-        for b in batches:
-            ceil_by_label: dict[str, Any] = {}
-            ceil_cache: dict[tuple[str, str, str], Any] = {}
-            if ceiling:
-                for v in variants:
-                    key = (v.model.name, v.engine_name, v.precision)
-                    if v.precision not in gemm_precisions(v.engine_name, v.engine.device):
-                        continue
-                    if key not in ceil_cache:
-                        if on_step:
-                            on_step(f"preparing GEMM ceiling {v.engine_name} {v.precision}")
-                        ceil_cache[key] = Ceiling(
-                            v.engine_name,
-                            v.precision,
-                            model_shapes(costs[v.model.name], b),
-                            threads=threads,
-                            device=v.engine.device,
-                        )
-                    ceil_by_label[v.label] = ceil_cache[key]
-            timing = time_variants(
-                variants,
-                batch=b,
-                warmup=warmup,
-                rounds=rounds,
-                per_round=per_round,
-                ceilings=ceil_by_label,
-                on_step=on_step,
-            )
-            ceil_results: dict[tuple[str, str, str], dict[str, Any]] = {}
-            for key, c in ceil_cache.items():
-                res = c.result()
-                res.update(model=key[0], batch=b)
-                ceil_results[key] = res
-                ceilings.append(res)
-            for v in variants:
-                n, basis = counts[v.model.name]
-                rows.append(
-                    summarize_row(
-                        v,
-                        timing[v.label],
-                        batch=b,
-                        threads=threads,
-                        cost=costs[v.model.name],
-                        ceiling=ceil_results.get((v.model.name, v.engine_name, v.precision)),
-                        tiles_per_slide=n,
-                        basis=basis,
-                    )
-                )
-        for v in variants:
-            v.engine.close()
-        _add_ratios(rows)
-        return {
-            "kind": "throughput",
-            "machine": machine.describe(threads=threads),
-            "settings": {
-                "models": list(refs),
-                "engines": list(engines),
-                "precisions": list(precisions),
-                "batches": list(batches),
-                "threads": threads,
-                "device": device,
-                "compile": compile,
-                "warmup": warmup,
-                "rounds": rounds,
-                "per_round": per_round,
-                "slide": str(slide) if slide else None,
-            },
-            "costs": {
-                k: {
-                    "gflops_per_tile": c.gflops,
-                    "tokens": c.tokens,
-                    "width": c.width,
-                    "depth": c.depth,
-                }
-                for k, c in costs.items()
-            },
-            "rows": rows,
-            "ceilings": ceilings,
-            "skipped": skipped,
-            "when": {**when, "finished_utc": _utc_now()},
-        }
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return device
+
+
+def _open_all(
+    models: Sequence[ModelRef],
+    stack: contextlib.ExitStack,
+    *,
+    workdir: Path,
+    on_step: Callable[[str], None] | None,
+    **open_kw: Any,
+) -> tuple[list[Variant], list[str]]:
+    """Every model's variants, each engine's ``close`` pushed on ``stack``; fails if none opens."""
+    variants: list[Variant] = []
+    skipped: list[str] = []
+    for i, m in enumerate(models):
+        if on_step:
+            on_step(f"preparing {m.name}")
+        folder = workdir / f"{i}-{m.name.replace('@', '_').replace('/', '_')}"
+        vs, sk = open_variants(m, workdir=folder, **open_kw)
+        stack.callback(close_variants, vs)
+        variants += vs
+        skipped += sk
+    if not variants:
+        raise EdgepathError("no variant could be opened: " + "; ".join(skipped))
+    return variants, skipped
+
+
+def _tiles_per_slide(
+    m: ModelRef, slide: Path | None, *, tiles_per_slide: int | None, tissue_mm2: float
+) -> tuple[int, str]:
+    """Tiles per slide at the model's mpp, and how the count was obtained."""
+    if slide is not None:
+        n = slide_tiles(Path(slide), tile_px=m.tile_px, mpp=m.mpp)
+        return n, f"tissue tiles of {Path(slide).name} at {m.mpp} mpp"
+    if tiles_per_slide is not None:
+        return int(tiles_per_slide), f"stated: {tiles_per_slide} tiles at {m.mpp} mpp"
+    n = tiles_for_area(tissue_mm2, tile_px=m.tile_px, mpp=m.mpp)
+    return n, f"{tissue_mm2:g} mm² of tissue at {m.mpp} mpp"
+
+
+def _ceiling_key(v: Variant) -> tuple[str, str, str]:
+    """Variants of one model on one engine at one precision share a GEMM ceiling."""
+    return (v.model.name, v.engine_name, v.precision)
+
+
+def _ceilings(
+    variants: Sequence[Variant],
+    batch: int,
+    *,
+    costs: dict[str, VitCost],
+    threads: int,
+    on_step: Callable[[str], None] | None,
+) -> dict[tuple[str, str, str], Any]:
+    """A ``gemm.Ceiling`` at the model's shapes per (model, engine, precision) GEMM can run."""
+    from edgepath.bench.gemm import Ceiling, model_shapes
+    from edgepath.bench.gemm import precisions as gemm_precisions
+
+    out: dict[tuple[str, str, str], Any] = {}
+    for v in variants:
+        key = _ceiling_key(v)
+        if key in out or v.precision not in gemm_precisions(v.engine_name, v.engine.device):
+            continue
+        if on_step:
+            on_step(f"preparing GEMM ceiling {v.engine_name} {v.precision}")
+        out[key] = Ceiling(
+            v.engine_name,
+            v.precision,
+            model_shapes(costs[v.model.name], batch),
+            threads=threads,
+            device=v.engine.device,
+        )
+    return out
+
+
+def _by_label(variants: Sequence[Variant], ceilings: dict[tuple[str, str, str], Any]) -> dict:
+    """Variant label -> its ceiling (sampled by ``time_variants`` right after its batches)."""
+    return {v.label: ceilings[_ceiling_key(v)] for v in variants if _ceiling_key(v) in ceilings}
+
+
+def _ceiling_results(
+    ceilings: dict[tuple[str, str, str], Any], *, batch: int
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Each sampled ceiling's result, labelled with its model and batch."""
+    return {key: {**c.result(), "model": key[0], "batch": batch} for key, c in ceilings.items()}
+
+
+def _cost_dict(c: VitCost) -> dict[str, Any]:
+    return {"gflops_per_tile": c.gflops, "tokens": c.tokens, "width": c.width, "depth": c.depth}
 
 
 def _utc_now() -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -87,6 +89,45 @@ def distill(
     """
     from edgepath.distill.recipe import load_recipe
     from edgepath.distill.trainer import distill as run
+
+    sets = _recipe_overrides(
+        overrides,
+        teachers=teachers,
+        teacher_weights=teacher_weights,
+        student=student,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        no_cache=no_cache,
+    )
+    card = load_recipe(recipe, sets)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with progress(disable=None if rank0 else True) as bar:
+        manifest = run(
+            card,
+            out=Path(out),
+            slides=slides,
+            tiles=tiles,
+            resume=resume,
+            cache_dir=cache_dir,
+            on_progress=_progress_display(bar, card.name),
+        )
+    if rank0:
+        emit(_summary(out, card, manifest), as_json=as_json, human=_human)
+
+
+def _recipe_overrides(
+    overrides: tuple[str, ...],
+    *,
+    teachers: tuple[str, ...],
+    teacher_weights: tuple[str, ...],
+    student: str | None,
+    steps: int | None,
+    batch_size: int | None,
+    seed: int | None,
+    no_cache: bool,
+) -> list[str]:
+    """The ``--set KEY=VALUE`` list for ``load_recipe``: the flags' values added to ``--set``'s."""
     from edgepath.errors import ConfigError
 
     sets = list(overrides)
@@ -109,30 +150,26 @@ def distill(
             sets.append(f"{key}={value}")
     if no_cache:
         sets.append("train.cache=false")
-    card = load_recipe(recipe, sets)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    with progress(disable=None if rank0 else True) as bar:
-        tasks: dict[str, int] = {}
+    return sets
 
-        def on_progress(p) -> None:
-            if p.phase not in tasks:
-                label = "teacher cache" if p.phase == "cache" else f"distill {card.name}"
-                tasks[p.phase] = bar.add_task(label, total=p.total, rate="")
-            s = p.scalars
-            rate = f"loss {s['loss']:.4f} · {s['tiles_per_s']:.1f} tiles/s" if "loss" in s else ""
-            bar.update(tasks[p.phase], completed=p.done, total=p.total, rate=rate)
 
-        manifest = run(
-            card,
-            out=Path(out),
-            slides=slides,
-            tiles=tiles,
-            resume=resume,
-            cache_dir=cache_dir,
-            on_progress=on_progress,
-        )
-    if not rank0:
-        return
+def _progress_display(bar: Any, name: str) -> Callable[[Any], None]:
+    """An ``on_progress`` callback: one bar per phase (teacher cache, distill), loss and speed."""
+    tasks: dict[str, int] = {}
+
+    def on_progress(p: Any) -> None:
+        if p.phase not in tasks:
+            label = "teacher cache" if p.phase == "cache" else f"distill {name}"
+            tasks[p.phase] = bar.add_task(label, total=p.total, rate="")
+        s = p.scalars
+        rate = f"loss {s['loss']:.4f} · {s['tiles_per_s']:.1f} tiles/s" if "loss" in s else ""
+        bar.update(tasks[p.phase], completed=p.done, total=p.total, rate=rate)
+
+    return on_progress
+
+
+def _summary(out: str, card: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the command reports (``--json``): the run's artifact, fidelity and calibration."""
     data = {
         "out": str(out),
         "recipe": card.recipe,
@@ -146,31 +183,32 @@ def distill(
     }
     if manifest.get("metric_calibration"):
         data["metric_calibration"] = manifest["metric_calibration"]
+    return data
 
-    def human(d: dict) -> None:
-        f, f0 = d["fidelity"] or {}, d["fidelity_init"] or {}
-        click.echo(
-            f"student artifact: {d['out']}  ({d['student']} from "
-            f"{', '.join(d['teachers'])}, {d['steps']} steps, {d['seconds']} s)"
-        )
-        for key in ("cosine", "centered_cosine", "knn10_agreement"):
-            if f.get(key) is not None:
-                click.echo(
-                    f"  {key:<16} {f0.get(key, float('nan')):.3f} -> {f[key]:.3f}  "
-                    f"(held-out, {f.get('n_tiles')} tiles)"
-                )
-        cal = d.get("metric_calibration")
-        if cal:
-            b = cal.get("before", {}).get("knn10_agreement")
+
+def _human(d: dict[str, Any]) -> None:
+    """The summary for people: artifact, held-out fidelity before -> after, calibration."""
+    f, f0 = d["fidelity"] or {}, d["fidelity_init"] or {}
+    click.echo(
+        f"student artifact: {d['out']}  ({d['student']} from "
+        f"{', '.join(d['teachers'])}, {d['steps']} steps, {d['seconds']} s)"
+    )
+    for key in ("cosine", "centered_cosine", "knn10_agreement"):
+        if f.get(key) is not None:
             click.echo(
-                f"  metric calibration: neighbourhood KL {cal['kl_before']:.3f} -> "
-                f"{cal['kl_after']:.3f} on {cal['items']} training items"
-                + (f"; knn10_agreement before it {b:.3f}" if b is not None else "")
+                f"  {key:<16} {f0.get(key, float('nan')):.3f} -> {f[key]:.3f}  "
+                f"(held-out, {f.get('n_tiles')} tiles)"
             )
-        if d["stand_in"]:
-            click.echo("  (stand-in teacher: random weights, not a pathology model)")
-
-    emit(data, as_json=as_json, human=human)
+    cal = d.get("metric_calibration")
+    if cal:
+        b = cal.get("before", {}).get("knn10_agreement")
+        click.echo(
+            f"  metric calibration: neighbourhood KL {cal['kl_before']:.3f} -> "
+            f"{cal['kl_after']:.3f} on {cal['items']} training items"
+            + (f"; knn10_agreement before it {b:.3f}" if b is not None else "")
+        )
+    if d["stand_in"]:
+        click.echo("  (stand-in teacher: random weights, not a pathology model)")
 
 
 def _esc(s: str) -> str:

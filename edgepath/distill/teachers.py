@@ -9,9 +9,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from edgepath.distill.views import normalize, resize
+from edgepath.distill.views import resize
 from edgepath.models.cards import TeacherCard
 from edgepath.models.encoder import Encoder, Tokens
+from edgepath.models.preprocess import standardize
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Teacher:
     def tokens(self, x: torch.Tensor) -> tuple[Tokens, torch.Tensor]:
         """Tokens and card embedding of float [0, 1] NCHW images (resized, normalised per card)."""
         inp = self.card.input
-        x = normalize(resize(x, inp.tile_px), inp.mean, inp.std)
+        x = standardize(resize(x, inp.tile_px), inp.mean, inp.std)
         device = next(self.encoder.parameters()).device
         x = x.to(device)
         with _autocast(device):

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgepath.models.preprocess import standardize
+
 
 def seed_of(*parts: object) -> int:
     """A 63-bit seed from any parts (stable across processes and Python versions)."""
@@ -145,8 +147,6 @@ def global_crops(
     return torch.stack(out)
 
 
-def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """(x - mean) / std over the channel axis of NCHW [0, 1] images."""
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
+#: The models' per-channel normalisation (``edgepath.models.preprocess.standardize``), under the
+#: name scripts import from here.
+normalize = standardize

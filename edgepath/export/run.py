@@ -14,7 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,40 @@ def _base_onnx(stage: Path, source: Source, *, precision: str, fuse: bool, t: Ex
     return export_onnx(source.encoder, dst, opset=t.opset, fuse_preprocess=fuse)
 
 
+@dataclass
+class _Job:
+    """One export being staged: what every format's exporter needs."""
+
+    stage: Path
+    target: ExportTarget
+    source: Source
+    precision: str
+    jetpack: str | None
+    fuse: bool
+    tiles: np.ndarray  # the parity tiles
+    reference: np.ndarray  # the source's embeddings of them
+    threshold: float  # the minimum cosine at this precision
+
+    def check(self, engine: Any, what: str) -> dict[str, Any]:
+        """Parity of an exported model (opened as ``engine``, closed here) with the reference."""
+        with engine:
+            candidate = _embed(engine.embed_tiles, self.tiles, batch=6)  # other batch sizes
+        result = compare(self.reference, candidate, what=what, threshold=self.threshold).as_dict()
+        result["reference"] = f"{self.source.reference.name} {self.source.precision_label}"
+        return result
+
+
+@dataclass
+class _Exported:
+    """What an exporter wrote into the stage, for the manifest."""
+
+    engine: str
+    files: dict[str, str]
+    graph: dict[str, Any]
+    parity: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # format-specific manifest sections
+
+
 def _export_into(
     stage: Path,
     t: ExportTarget,
@@ -245,117 +280,157 @@ def _export_into(
     jetpack: str | None,
     fuse: bool,
 ) -> dict[str, Any]:
+    """Write the target's files into ``stage`` (by the format's exporter), then the manifest."""
     from edgepath.artifact import new_manifest, write_manifest
-    from edgepath.export.onnx import describe_onnx
 
-    spec = source.spec
-    px = spec.input.tile_px
-    tiles = parity_tiles(px, n=t.verify_tiles)
-    reference = _embed(source.reference.embed_tiles, tiles)
-    threshold = min_cosine_for(precision)
-    files: dict[str, str] = {}
-    parity: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    engine = "onnxruntime"
-    graph: dict[str, Any] = {}
-
-    def check(engine_obj: Any, what: str) -> dict[str, Any]:
-        with engine_obj:
-            candidate = _embed(engine_obj.embed_tiles, tiles, batch=6)  # other batch sizes
-        result = compare(reference, candidate, what=what, threshold=threshold).as_dict()
-        result["reference"] = f"{source.reference.name} {source.precision_label}"
-        return result
-
-    if t.format == "openvino":
-        from edgepath.export.openvino import copy_ir, export_openvino
-        from edgepath.runtime.openvino_engine import OpenVINOEngine
-
-        xml = stage / "model.xml"
-        if source.encoder is None and source.onnx is None and source.ir is not None:
-            copy_ir(source.ir, xml)
-        else:
-            onnx = _base_onnx(
-                stage,
-                source,
-                precision="fp32" if precision == "fp16" else precision,
-                fuse=fuse,
-                t=t,
-            )
-            export_openvino(onnx, xml, fp16=precision == "fp16")
-            graph = _graph(describe_onnx(onnx))
-            onnx.unlink()
-        engine = "openvino"
-        files = {"openvino": "model.xml", "openvino_bin": "model.bin"}
-        ov = OpenVINOEngine(xml, spec=spec, precision=precision)
-        graph = graph or {"input_format": ov.input_format}
-        parity["openvino"] = check(ov, f"{t.name} openvino (model.xml)")
-    else:
-        onnx = _base_onnx(stage, source, precision=precision, fuse=fuse, t=t)
-        info = describe_onnx(onnx)
-        graph = _graph(info)
-        from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
-
-        parity["onnxruntime"] = check(
-            OnnxRuntimeEngine(onnx, spec=spec, precision=precision),
-            f"{t.name} onnxruntime (model.onnx)",
-        )
-        files = {"onnx": "model.onnx"}
-        if t.format == "tensorrt":
-            from edgepath.export.tensorrt import build_engine
-            from edgepath.runtime.tensorrt_engine import TensorRTEngine
-
-            plan = stage / "model.plan"
-            extra["tensorrt"] = build_engine(onnx, plan, precision=precision, batch=t.batch)
-            files["plan"] = "model.plan"
-            engine = "tensorrt"
-            parity["tensorrt"] = check(
-                TensorRTEngine(plan, spec=spec, precision=precision, built_with=extra["tensorrt"]),
-                f"{t.name} tensorrt (model.plan)",
-            )
-        elif t.format == "jetson":
-            from edgepath.export.jetson import FILES, write_bundle
-
-            extra["bundle"] = write_bundle(
-                stage,
-                target=t,
-                onnx_path=onnx,
-                precision=precision,
-                jetpack=jetpack,
-                tiles=tiles,
-                reference=reference,
-                spec_input={"tile_px": px, "mean": spec.input.mean, "std": spec.input.std},
-                input_name=graph["input"],
-                input_format=graph["input_format"],
-                embed_dim=spec.embedding.dim,
-                min_cosine=threshold,
-            )
-            files = {k: v for k, v in FILES.items()}
-            engine = "tensorrt"
-        elif t.format == "triton":
-            extra["triton"], more = _triton(
-                stage, t, source, onnx, info, precision=precision, check=check
-            )
-            parity.update(more)
-            files = extra["triton"]["files"]
+    tiles = parity_tiles(source.spec.input.tile_px, n=t.verify_tiles)
+    job = _Job(
+        stage,
+        t,
+        source,
+        precision,
+        jetpack,
+        fuse,
+        tiles=tiles,
+        reference=_embed(source.reference.embed_tiles, tiles),
+        threshold=min_cosine_for(precision),
+    )
+    out = _EXPORTERS[t.format](job)
     manifest = new_manifest(
         "export",
-        spec,
+        source.spec,
         name=source.name,
         precision=source.precision_label if precision == source.precision else precision,
-        engine=engine,
-        files=files,
+        engine=out.engine,
+        files=out.files,
         parent=source.parent,
         target=t.name,
         target_format=t.format,
-        graph=graph,
-        parity=parity,
+        graph=out.graph,
+        parity=out.parity,
         random_weights=source.random_weights,
-        **extra,
+        **out.extra,
     )
     if source.fidelity:
         manifest["fidelity"] = source.fidelity  # measured upstream, against the float model
     write_manifest(stage, manifest)
     return manifest
+
+
+def _to_openvino(job: _Job) -> _Exported:
+    """OpenVINO IR: the quantized source's own IR copied, else converted from the ONNX."""
+    from edgepath.export.onnx import describe_onnx
+    from edgepath.export.openvino import copy_ir, export_openvino
+    from edgepath.runtime.openvino_engine import OpenVINOEngine
+
+    source, t, precision = job.source, job.target, job.precision
+    xml = job.stage / "model.xml"
+    graph: dict[str, Any] = {}
+    if source.encoder is None and source.onnx is None and source.ir is not None:
+        copy_ir(source.ir, xml)
+    else:
+        onnx = _base_onnx(
+            job.stage,
+            source,
+            precision="fp32" if precision == "fp16" else precision,
+            fuse=job.fuse,
+            t=t,
+        )
+        export_openvino(onnx, xml, fp16=precision == "fp16")
+        graph = _graph(describe_onnx(onnx))
+        onnx.unlink()
+    ov = OpenVINOEngine(xml, spec=source.spec, precision=precision)
+    graph = graph or {"input_format": ov.input_format}
+    parity = {"openvino": job.check(ov, f"{t.name} openvino (model.xml)")}
+    return _Exported(
+        "openvino", {"openvino": "model.xml", "openvino_bin": "model.bin"}, graph, parity
+    )
+
+
+def _onnx_checked(job: _Job) -> tuple[Path, dict[str, Any], _Exported]:
+    """The precision-carrying ONNX, parity-checked on onnxruntime: the ONNX target, and the
+    first step of the TensorRT, Jetson and Triton targets.
+
+    Returns:
+        (its path, ``describe_onnx`` of it, the ONNX target's result).
+    """
+    from edgepath.export.onnx import describe_onnx
+    from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
+
+    onnx = _base_onnx(job.stage, job.source, precision=job.precision, fuse=job.fuse, t=job.target)
+    info = describe_onnx(onnx)
+    engine = OnnxRuntimeEngine(onnx, spec=job.source.spec, precision=job.precision)
+    parity = {"onnxruntime": job.check(engine, f"{job.target.name} onnxruntime (model.onnx)")}
+    return onnx, info, _Exported("onnxruntime", {"onnx": "model.onnx"}, _graph(info), parity)
+
+
+def _to_onnx(job: _Job) -> _Exported:
+    """The ONNX model alone."""
+    return _onnx_checked(job)[2]
+
+
+def _to_tensorrt(job: _Job) -> _Exported:
+    """A TensorRT plan built here from the ONNX, parity-checked on this GPU."""
+    from edgepath.export.tensorrt import build_engine
+    from edgepath.runtime.tensorrt_engine import TensorRTEngine
+
+    onnx, _, out = _onnx_checked(job)
+    plan = job.stage / "model.plan"
+    built = build_engine(onnx, plan, precision=job.precision, batch=job.target.batch)
+    out.extra["tensorrt"] = built
+    out.files["plan"] = "model.plan"
+    out.engine = "tensorrt"
+    out.parity["tensorrt"] = job.check(
+        TensorRTEngine(plan, spec=job.source.spec, precision=job.precision, built_with=built),
+        f"{job.target.name} tensorrt (model.plan)",
+    )
+    return out
+
+
+def _to_jetson(job: _Job) -> _Exported:
+    """A bundle that builds and verifies the TensorRT engine on the Jetson itself."""
+    from edgepath.export.jetson import FILES, write_bundle
+
+    onnx, _, out = _onnx_checked(job)
+    spec = job.source.spec
+    out.extra["bundle"] = write_bundle(
+        job.stage,
+        target=job.target,
+        onnx_path=onnx,
+        precision=job.precision,
+        jetpack=job.jetpack,
+        tiles=job.tiles,
+        reference=job.reference,
+        spec_input={"tile_px": spec.input.tile_px, "mean": spec.input.mean, "std": spec.input.std},
+        input_name=out.graph["input"],
+        input_format=out.graph["input_format"],
+        embed_dim=spec.embedding.dim,
+        min_cosine=job.threshold,
+    )
+    out.files = dict(FILES)
+    out.engine = "tensorrt"
+    return out
+
+
+def _to_triton(job: _Job) -> _Exported:
+    """A Triton model repository (see ``_triton``)."""
+    onnx, info, out = _onnx_checked(job)
+    out.extra["triton"], more = _triton(
+        job.stage, job.target, job.source, onnx, info, precision=job.precision, check=job.check
+    )
+    out.parity.update(more)
+    out.files = out.extra["triton"]["files"]
+    return out
+
+
+#: Target format -> the function that writes its files into the stage and checks their parity.
+_EXPORTERS: dict[str, Callable[[_Job], _Exported]] = {
+    "onnx": _to_onnx,
+    "openvino": _to_openvino,
+    "tensorrt": _to_tensorrt,
+    "jetson": _to_jetson,
+    "triton": _to_triton,
+}
 
 
 def _graph(info: dict[str, Any]) -> dict[str, Any]:

@@ -6,11 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgepath.errors import ConfigError
 from edgepath.models.cards import EncoderSpec
+from edgepath.models.preprocess import normalize
 
 log = logging.getLogger(__name__)
 
@@ -170,30 +172,15 @@ class Encoder(nn.Module):
         return self.pool(self.forward_tokens(x), self.spec.embedding.definition)
 
 
-class Normalize(nn.Module):
-    """uint8-range or [0, 1] RGB NCHW -> (x - mean) / std, with the card's constants as buffers."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise a float tensor in [0, 1]."""
-        return (x - self.mean) / self.std
-
-
 def to_tensor(tiles: Any, spec: EncoderSpec) -> torch.Tensor:
-    """uint8 tiles (N, H, W, 3) numpy/torch -> normalised float32 NCHW as the card prescribes."""
-    t = torch.as_tensor(tiles)
-    if t.ndim == 3:
-        t = t.unsqueeze(0)
+    """uint8 tiles (N, H, W, 3) numpy/torch -> normalised float32 NCHW as the card prescribes.
+
+    ``edgepath.models.preprocess.normalize`` as a tensor (the same numbers as every engine's).
+    """
+    t = np.asarray(tiles)
     if t.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) RGB tiles, got {tuple(t.shape)}")
-    x = t.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(spec.input.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.input.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return torch.from_numpy(normalize(t, spec))
 
 
 def build_encoder(spec: EncoderSpec) -> Encoder:

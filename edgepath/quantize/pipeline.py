@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from edgepath import artifact, cards
 from edgepath.errors import ConfigError
 from edgepath.io import sha256_file
+from edgepath.models.preprocess import normalize
 from edgepath.quantize import gate as gatelib
 from edgepath.quantize import nncf_ptq
 from edgepath.quantize.calibration import TileSet, sample_calibration
@@ -141,7 +143,6 @@ def quantize_model(
         (the caller must then exit non-zero).
     """
     from edgepath.models import load_model
-    from edgepath.runtime.base import normalize
 
     step = on_step or (lambda s: log.info("%s", s))
     p = preset if isinstance(preset, QuantizePreset) else cards.load("quantize", preset)
@@ -153,8 +154,57 @@ def quantize_model(
 
     step("loading the float model")
     encoder, info = load_model(model)
-    spec = encoder.spec
     step(f"sampling {n_calib} calibration + {n_held} held-out tiles")
+    data = _sample(encoder, calib, n_calib, n_held, seed=seed, accuracy_control=accuracy_control)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as tmp:
+        results = _quantize_all(encoder, p, data, Path(tmp), threads=threads, step=step)
+        chosen = _choose(results)
+        verdict = _final_gate(encoder, results[chosen], p, data, threads=threads, step=step)
+        step(f"writing {out}")
+        out.mkdir(parents=True, exist_ok=True)
+        names = nncf_ptq.copy_files(results[chosen]["files"], out)
+    manifest = _manifest(
+        encoder.spec,
+        p,
+        chosen=chosen,
+        results=results,
+        verdict=verdict,
+        names=names,
+        out=out,
+        model=str(model),
+        info=info,
+        cal=data.cal,
+        held=data.held,
+        accuracy_control=accuracy_control,
+    )
+    artifact.write_manifest(out, manifest)
+    return manifest
+
+
+@dataclass
+class _Data:
+    """Calibration and held-out tiles, normalised, and the float model's held-out embeddings."""
+
+    cal: TileSet
+    held: TileSet
+    x_cal: np.ndarray
+    x_held: np.ndarray
+    ref: np.ndarray  # float (torch) embeddings of x_held: what the gate compares against
+    accuracy_control: tuple[np.ndarray, np.ndarray] | None  # NNCF's (inputs, float embeddings)
+
+
+def _sample(
+    encoder: Any,
+    calib: Sequence[str | os.PathLike[str]],
+    n_calib: int,
+    n_held: int,
+    *,
+    seed: int,
+    accuracy_control: bool,
+) -> _Data:
+    """Disjoint calibration and held-out tiles at the model's tile size and mpp, embedded."""
+    spec = encoder.spec
     cal, held = sample_calibration(
         calib,
         tile_px=spec.input.tile_px,
@@ -169,48 +219,53 @@ def quantize_model(
     if accuracy_control:
         n_val = min(64, len(x_cal))
         ac = (x_cal[:n_val], _embed(_torch_embed(encoder), x_cal[:n_val]))
+    return _Data(cal, held, x_cal, x_held, ref, ac)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+def _quantize_all(
+    encoder: Any,
+    p: QuantizePreset,
+    data: _Data,
+    tmp: Path,
+    *,
+    threads: int | None,
+    step: Step,
+) -> dict[str, dict[str, Any]]:
+    """Every backend of the preset quantized (in ``tmp``), gated, then all timed side by side."""
+    spec = encoder.spec
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-work-") as tmp:
-        for backend in p.backends():
-            work = Path(tmp) / backend
-            work.mkdir()
-            tool = "ONNX Runtime" if backend == "ort" else "NNCF"
-            step(f"quantizing with {tool} on {backend} ({p.precision})")
-            float_file, q_files = quantize_backend(
-                backend, encoder, work, x_cal, p, accuracy_control=ac
-            )
-            step(f"gating {backend}")
-            results[backend] = _evaluate(float_file, q_files, spec, p, x_held, ref, threads=threads)
-        step("timing fp32 vs quantized, every backend side by side")
-        _time_all(results, spec, p, x_held, threads=threads)
-        chosen = _choose(results)
-        res = results[chosen]
-        robustness = None
-        if p.gate.robustness_tiles > 0:
-            step("robustness: float vs quantized on the synthetic stain/scanner suite")
-            robustness = _robustness(encoder, res["files"][0], spec, p, threads=threads)
-        verdict = gatelib.check(res["embeddings"], ref, p.gate, robustness=robustness)
-        step(f"writing {out}")
-        out.mkdir(parents=True, exist_ok=True)
-        names = nncf_ptq.copy_files(res["files"], out)
-    manifest = _manifest(
-        spec,
-        p,
-        chosen=chosen,
-        results=results,
-        verdict=verdict,
-        names=names,
-        out=out,
-        model=str(model),
-        info=info,
-        cal=cal,
-        held=held,
-        accuracy_control=accuracy_control,
-    )
-    artifact.write_manifest(out, manifest)
-    return manifest
+    for backend in p.backends():
+        work = tmp / backend
+        work.mkdir()
+        tool = "ONNX Runtime" if backend == "ort" else "NNCF"
+        step(f"quantizing with {tool} on {backend} ({p.precision})")
+        float_file, q_files = quantize_backend(
+            backend, encoder, work, data.x_cal, p, accuracy_control=data.accuracy_control
+        )
+        step(f"gating {backend}")
+        results[backend] = _evaluate(
+            float_file, q_files, spec, p, data.x_held, data.ref, threads=threads
+        )
+    step("timing fp32 vs quantized, every backend side by side")
+    _time_all(results, spec, p, data.x_held, threads=threads)
+    return results
+
+
+def _final_gate(
+    encoder: Any,
+    res: dict[str, Any],
+    p: QuantizePreset,
+    data: _Data,
+    *,
+    threads: int | None,
+    step: Step,
+) -> gatelib.GateResult:
+    """The chosen backend's gate verdict, with the robustness suite when the preset asks."""
+    robustness = None
+    if p.gate.robustness_tiles > 0:
+        step("robustness: float vs quantized on the synthetic stain/scanner suite")
+        robustness = _robustness(encoder, res["files"][0], encoder.spec, p, threads=threads)
+    return gatelib.check(res["embeddings"], data.ref, p.gate, robustness=robustness)
 
 
 def _evaluate(
@@ -271,7 +326,6 @@ def _time_all(
             "batch": int(len(batch)),
             "threads": threads,
             "fp32_tiles_per_s": f32,
-            f"{p.precision}_tiles_per_s": q,
             "quantized_tiles_per_s": q,
             "speedup": q / f32,
         }
@@ -302,12 +356,9 @@ def _choose(results: dict[str, dict[str, Any]]) -> str:
 
 def _robustness(
     encoder: Any, q_file: Path, spec: Any, p: QuantizePreset, *, threads: int | None
-) -> tuple[float, float] | None:
-    try:
-        from edgepath.bench.robustness import synthetic_robustness
-    except ImportError:  # pragma: no cover - bench stage not installed
-        log.warning("robustness suite not available (edgepath.bench); skipped")
-        return None
+) -> tuple[float, float]:
+    """Synthetic stain/scanner robustness scores of the float and the quantized model."""
+    from edgepath.bench.robustness import synthetic_robustness
     from edgepath.runtime.torch_engine import TorchEngine
 
     n = p.gate.robustness_tiles

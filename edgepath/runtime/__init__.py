@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgepath.runtime.base import Engine, normalize
+from edgepath.models.preprocess import normalize
+from edgepath.runtime.base import Engine
 from edgepath.runtime.select import ENGINES, artifact_files, available_engines, open_engine
 
 __all__ = ["ENGINES", "Engine", "artifact_files", "available_engines", "normalize", "open_engine"]

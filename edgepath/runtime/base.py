@@ -9,6 +9,7 @@ import numpy as np
 
 from edgepath.errors import ConfigError
 from edgepath.models.cards import EncoderSpec
+from edgepath.models.preprocess import normalize
 
 log = logging.getLogger(__name__)
 
@@ -16,24 +17,6 @@ log = logging.getLogger(__name__)
 #: when preprocessing (cast, /255, mean/std, NHWC->NCHW) is fused into the exported graph.
 InputFormat = Literal["nchw-float32", "nhwc-uint8"]
 INPUT_FORMATS: tuple[str, ...] = ("nchw-float32", "nhwc-uint8")
-
-
-def normalize(tiles: np.ndarray, spec: EncoderSpec) -> np.ndarray:
-    """uint8 tiles (N, H, W, 3) -> normalised float32 NCHW as the spec prescribes.
-
-    Same arithmetic as ``edgepath.models.encoder.to_tensor`` (x / 255, then (x - mean) / std), in
-    numpy so that engines without torch do not import it.
-    """
-    t = np.asarray(tiles)
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4 or t.shape[-1] != 3:
-        raise ConfigError(f"expected uint8 tiles (N, H, W, 3), got shape {tuple(t.shape)}")
-    x = t.astype(np.float32) / np.float32(255.0)
-    mean = np.asarray(spec.input.mean, dtype=np.float32)
-    std = np.asarray(spec.input.std, dtype=np.float32)
-    x = (x - mean) / std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def denormalize(x: np.ndarray, spec: EncoderSpec) -> np.ndarray:

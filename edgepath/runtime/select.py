@@ -22,18 +22,15 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "tensorrt": (".plan", ".engine"),
 }
 
-_MODULES = {
-    "torch": "torch",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-}
-_EXTRAS = {
-    "torch": "torch",
-    "onnxruntime": "onnxruntime",
-    "openvino": "openvino",
-    "tensorrt": "tensorrt",
-}
+#: Engines whose runtime comes from a pip extra (``edgepath[openvino]``, ``edgepath[tensorrt]``):
+#: engine -> extra; each engine's module has the engine's name. torch and onnxruntime are
+#: dependencies of edgepath itself.
+_EXTRAS: dict[str, str] = {"openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+def _installed(engine: str) -> bool:
+    """Whether the engine's runtime can be imported here."""
+    return engine not in _EXTRAS or importlib.util.find_spec(engine) is not None
 
 
 def _cuda() -> bool:
@@ -52,7 +49,7 @@ def available_engines() -> list[str]:
     openvino > onnxruntime > torch (measured in docs/export.md on x86: OpenVINO's CPU plugin
     beats onnxruntime's default CPU provider on ViTs, and both beat eager torch).
     """
-    found = [e for e in ENGINES if importlib.util.find_spec(_MODULES[e]) is not None]
+    found = [e for e in ENGINES if _installed(e)]
     if "tensorrt" in found and not _cuda():
         found.remove("tensorrt")
     order = (
@@ -118,10 +115,8 @@ def open_engine(
         raise ConfigError(
             f"unknown engine '{engine}'; expected auto or one of: {', '.join(ENGINES)}"
         )
-    if engine not in ("auto", "torch") and importlib.util.find_spec(_MODULES[engine]) is None:
-        raise MissingDependencyError(
-            _MODULES[engine], _EXTRAS[engine], purpose=f"--engine {engine}"
-        )
+    if engine != "auto" and not _installed(engine):
+        raise MissingDependencyError(engine, _EXTRAS[engine], purpose=f"--engine {engine}")
     from edgepath.artifact import is_artifact
 
     torch_opts = {"precision": precision or "fp32", "compile": compile}
@@ -141,11 +136,8 @@ def open_engine(
             f"{ref}: not an edgepath artifact (no edgepath.json); pass a folder written by "
             "edgepath distill/quantize/export"
         )
-    from edgepath import models
+    from edgepath.models import load_model
 
-    load_model = getattr(models, "load_model", None)
-    if load_model is None:  # pragma: no cover - models stage not installed
-        raise ConfigError(f"cannot open '{ref}': pass an artifact folder or an Encoder")
     encoder, _ = load_model(ref)
     return _torch(encoder, engine, threads=threads, device=device, **torch_opts)
 
@@ -159,6 +151,33 @@ def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None
     from edgepath.runtime.torch_engine import TorchEngine
 
     return TorchEngine(encoder, threads=threads, device=device, **opts)
+
+
+def _auto_engine(
+    folder: Path, manifest: dict[str, Any], runnable: dict[str, Path], *, torch_options: bool
+) -> str:
+    """The engine ``--engine auto`` runs an artifact on.
+
+    The torch engine when torch-only options are asked for (``torch_options``); else the engine
+    the artifact's stage validated it on, then engines an export was parity-checked on, then the
+    fastest installed engine here.
+    """
+    if torch_options and "torch" in runnable:
+        return "torch"  # only the torch engine has these options
+    usable = available_engines()
+    choices = [e for e in usable if e in runnable]
+    validated = [e for e in choices if e in manifest.get("parity", {})]
+    if validated:  # engines an export was parity-checked on come first
+        choices = validated + [e for e in choices if e not in validated]
+    preferred = manifest.get("engine")
+    if preferred in runnable and preferred in usable and preferred != "torch":
+        # The stage that wrote the artifact validated it on this engine (e.g. openvino for
+        # an NNCF OpenVINO INT8 IR); it wins over the generic speed order.
+        choices.insert(0, preferred)
+    if not choices:  # torch and onnxruntime always run: these files need an extra's runtime
+        missing = next(iter(runnable))
+        raise MissingDependencyError(missing, _EXTRAS[missing], purpose=f"running {folder}")
+    return choices[0]
 
 
 def _open_artifact(
@@ -181,25 +200,10 @@ def _open_artifact(
         raise ArtifactError(
             f"{folder}: manifest lists no model file any engine can run; re-create the artifact"
         )
-    if engine == "auto" and (torch_precision != "fp32" or compile) and "torch" in runnable:
-        engine = "torch"  # only the torch engine has these options
     if engine == "auto":
-        choices = [e for e in available_engines() if e in runnable]
-        validated = [e for e in choices if e in manifest.get("parity", {})]
-        if validated:  # engines an export was parity-checked on come first
-            choices = validated + [e for e in choices if e not in validated]
-        preferred = manifest.get("engine")
-        if preferred in runnable and preferred in available_engines() and preferred != "torch":
-            # The stage that wrote the artifact validated it on this engine (e.g. openvino for
-            # an NNCF OpenVINO INT8 IR); it wins over the generic speed order.
-            choices.insert(0, preferred)
-        if not choices:
-            raise MissingDependencyError(
-                _MODULES[next(iter(runnable))],
-                _EXTRAS[next(iter(runnable))],
-                purpose=f"running {folder}",
-            )
-        engine = choices[0]
+        engine = _auto_engine(
+            folder, manifest, runnable, torch_options=torch_precision != "fp32" or compile
+        )
     if engine not in runnable:
         raise ConfigError(
             f"{folder}: --engine {engine} cannot run this artifact (it has "

@@ -8,9 +8,10 @@ from torch import nn
 from edgepath.distill.data import Item, Source, spread
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.teachers import Teacher
-from edgepath.distill.views import generator, global_crops, normalize
+from edgepath.distill.views import generator, global_crops
 from edgepath.models.cards import TeacherCard
 from edgepath.models.encoder import Tokens
+from edgepath.models.preprocess import standardize
 
 
 class Recipe(nn.Module):
@@ -76,7 +77,7 @@ class Recipe(nn.Module):
 
     def student_input(self, x: torch.Tensor) -> torch.Tensor:
         """float [0, 1] NCHW -> the student's normalised input (the teacher's mean/std)."""
-        return normalize(x, self.mean, self.std)
+        return standardize(x, self.mean, self.std)
 
     # -- teacher ----------------------------------------------------------------------------
     def calibrate(self, teachers: list[Teacher], source: Source) -> None:
