@@ -6,16 +6,17 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-CARD_KINDS = ("teachers", "distill", "quantize", "export")
+CARD_KINDS = ("teachers", "students", "distill", "quantize", "export")
 
 
 class BuildWithCards(build_py):
-    """Copy ``teachers/``, ``distill/``, ``quantize/``, ``export/`` into ``edgepath/_cards``."""
+    """Copy the card folders (``teachers/``, ``students/`` …) into ``edgepath/_cards``."""
 
     def run(self) -> None:
         super().run()
         root = Path(__file__).parent
         target = Path(self.build_lib) / "edgepath" / "_cards"
+        shutil.rmtree(target, ignore_errors=True)  # no stale card from an earlier build
         for kind in CARD_KINDS:
             src = root / kind
             if not src.is_dir():

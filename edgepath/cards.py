@@ -1,8 +1,8 @@
 """TOML cards: find them by name or path, parse them into frozen dataclasses, fail with file + key.
 
 Cards are *data* (the timm ``PretrainedCfg`` idea, as TOML): teacher cards in ``teachers/``,
-distillation recipes in ``distill/``, quantization presets in ``quantize/`` and export targets in
-``export/``. Each kind has one schema, a frozen dataclass that lives next to the code that uses
+student architectures in ``students/``, distillation recipes in ``distill/``, quantization
+presets in ``quantize/`` and export targets in ``export/``. Each kind has one schema, a frozen dataclass that lives next to the code that uses
 it; this module only finds, parses and validates.
 
 Search order for a card named ``NAME`` of kind ``KIND``:
@@ -11,6 +11,10 @@ Search order for a card named ``NAME`` of kind ``KIND``:
 2. each folder of ``--cards-dir`` / ``$EDGEPATH_CARDS`` (``os.pathsep``-separated), as
    ``DIR/KIND/NAME.toml`` (or ``DIR/NAME.toml``): user cards, no need to touch the install;
 3. the shipped cards: ``edgepath/_cards/KIND`` in a wheel, ``<checkout>/KIND`` in a source tree.
+
+Test-only cards (the ``vit-test14`` student, the ``int8-generic-broken`` preset) live in
+``tests/cards/`` with the same layout; the tests add that folder to ``$EDGEPATH_CARDS``, so no
+user listing shows them and the wheel does not carry them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ ENV_VAR = "EDGEPATH_CARDS"
 #: Card kind -> "module:Class" of its schema, imported lazily (no registry filled by imports).
 KINDS: dict[str, str] = {
     "teachers": "edgepath.models.cards:TeacherCard",
+    "students": "edgepath.models.students:StudentArch",
     "distill": "edgepath.distill.recipe:RecipeCard",
     "export": "edgepath.export.targets:ExportTarget",
     "quantize": "edgepath.quantize.presets:QuantizePreset",

@@ -93,13 +93,20 @@ def stage_distill(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         *cfg.extra_overrides,
     ]
     card = load_recipe("xmag-demo", overrides)
-    if cfg.teacher != "tiny-teacher" or cfg.teacher_weights:
+    if cfg.teacher != card.teachers[0].card or cfg.teacher_weights:
         teacher = TeacherRef(card=cfg.teacher, weights=cfg.teacher_weights)
         card = dataclasses.replace(card, teachers=(teacher,))
         card.validate()
     out = _paths(cfg)["student"]
     result = distill(card, out=out, slides=_paths(cfg)["slides"], resume=True)
     return {"artifact": str(out), "result": result}
+
+
+def teacher_is_stand_in(teacher: str) -> bool:
+    """Whether the teacher card (name or path) says ``stand_in = true``: no pathology model."""
+    from edgepath import cards
+
+    return bool(cards.load("teachers", teacher).stand_in)
 
 
 def stage_quantize(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +226,7 @@ def pipeline_section(cfg: DemoConfig, state: dict[str, Any]) -> str:
     """Markdown of every stage's figures: data, distillation, quantization gate, export parity."""
     sl, di = state["slides"], state["distill"]["result"]
     qm = state["quantize"]["manifest"]
-    stand_in = cfg.teacher == "tiny-teacher"
+    stand_in = teacher_is_stand_in(cfg.teacher)
     who = (
         f"`{cfg.teacher}` (**random-weight stand-in, not a pathology model**: the numbers show "
         "the pipeline working, not a useful encoder)"
@@ -279,7 +286,7 @@ def pipeline_section(cfg: DemoConfig, state: dict[str, Any]) -> str:
     ]
     for name, b in qm.get("speed", {}).get("backends", {}).items():
         lines.append(
-            f"| {name} | {_f(b.get('fp32_tiles_per_s'), 1)} | {_f(b.get('int8_tiles_per_s'), 1)} "
+            f"| {name} | {_f(b.get('fp32_tiles_per_s'), 1)} | {_f(b.get('quantized_tiles_per_s'), 1)} "
             f"| {_f(b.get('speedup'), 2)} |"
         )
     lines += [

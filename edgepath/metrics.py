@@ -62,25 +62,6 @@ def knn_agreement_centered(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     return knn_agreement(a - a.mean(0), b - b.mean(0), k)
 
 
-def ridge_readout(
-    x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, *, alpha: float = 1e-2
-) -> np.ndarray:
-    """Predict ``y`` for ``x_eval`` with a ridge map fitted on (``x_train``, ``y_train``).
-
-    Both sides are centred on the training means; the penalty is ``alpha`` times the mean
-    eigenvalue of the centred ``x`` Gram matrix, so it scales with the features. Across
-    dimensions: what a linear read-out of one embedding recovers of another.
-    """
-    x = np.asarray(x_train, dtype=np.float64)
-    y = np.asarray(y_train, dtype=np.float64)
-    mu_x, mu_y = x.mean(0), y.mean(0)
-    a = x - mu_x
-    gram = a.T @ a
-    lam = alpha * np.trace(gram) / a.shape[1]
-    w = np.linalg.solve(gram + lam * np.eye(a.shape[1]), a.T @ (y - mu_y))
-    return (np.asarray(x_eval, dtype=np.float64) - mu_x) @ w + mu_y
-
-
 def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     """Linear centered kernel alignment (Kornblith et al. 2019), across dimensions."""
     x = np.asarray(a, dtype=np.float64)

@@ -24,9 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from edgepath.distill.data import build_source, spread
-from edgepath.distill.heads import FrozenPrototypeHead, code_knn_agreement
+from edgepath.distill.heads import FrozenPrototypeHead
 from edgepath.distill.recipe import load_recipe
 from edgepath.distill.teachers import load_teachers
+
+try:
+    from research._helpers import code_knn_agreement
+except ModuleNotFoundError:  # run as a file: research/ itself is on sys.path
+    from _helpers import code_knn_agreement  # type: ignore[no-redef]
 
 #: The held-out split of ``research/distill_fidelity.py --recipes h0mini``.
 HELD_OUT = ["data.holdout=0.3", "data.stride=1.0", "data.eval_stride=1.0"]

@@ -33,8 +33,13 @@ import torch
 
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.views import normalize, resize
-from edgepath.metrics import fidelity, knn_agreement, ridge_readout
+from edgepath.metrics import fidelity, knn_agreement
 from edgepath.models import load_model
+
+try:
+    from research._helpers import ridge_readout
+except ModuleNotFoundError:  # run as a file: research/ itself is on sys.path
+    from _helpers import ridge_readout  # type: ignore[no-redef]
 
 
 def embed(name: str, x: torch.Tensor) -> np.ndarray:

@@ -12,6 +12,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Test-only cards (the ``vit-test14`` student, the ``int8-generic-broken`` preset), in the
+#: layout of the shipped card folders. Found through the user-card mechanism ($EDGEPATH_CARDS),
+#: by every test and every process a test starts; never shipped, never in a user's listing.
+TEST_CARDS = REPO / "tests" / "cards"
+
+
+def _add_test_cards() -> None:
+    from edgepath.cards import ENV_VAR
+
+    dirs = [d for d in os.environ.get(ENV_VAR, "").split(os.pathsep) if d.strip()]
+    if str(TEST_CARDS) not in dirs:
+        os.environ[ENV_VAR] = os.pathsep.join([str(TEST_CARDS), *dirs])
+
+
+_add_test_cards()
+
 
 def _cuda() -> bool:
     try:

@@ -9,6 +9,7 @@ import pytest
 
 from edgepath import cards
 from edgepath.errors import ConfigError
+from tests.conftest import TEST_CARDS
 
 TINY = Path(__file__).resolve().parents[1] / "teachers" / "tiny-teacher.toml"
 
@@ -133,3 +134,58 @@ def test_cli_show_infers_kind_of_a_card_outside_its_folder(
     code, out, err = run_cli("cards", "show", str(p), "--json")
     assert code == 0, err
     assert json.loads(out)["kind"] == kind
+
+
+def _fixtures() -> set[str]:
+    names = {p.stem for p in TEST_CARDS.rglob("*.toml")}
+    assert names >= {"vit-test14", "int8-generic-broken"}
+    return names
+
+
+def test_test_fixtures_are_cards_the_tests_find() -> None:
+    from edgepath.models.students import STUDENTS
+
+    assert "vit-test14" in STUDENTS and STUDENTS["vit-test14"].width == 64
+    assert cards.load("quantize", "int8-generic-broken").model_type == "generic"
+    for p in TEST_CARDS.rglob("*.toml"):  # each in its kind's folder, as in a user card folder
+        assert p.parent.name in cards.KINDS and p.parent.parent == TEST_CARDS
+        assert not (Path(__file__).resolve().parents[1] / p.parent.name / p.name).exists()
+
+
+def test_user_listings_show_no_test_fixture(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cards.ENV_VAR, raising=False)  # a user's environment
+    fixtures = _fixtures()
+    code, out, _ = run_cli("cards", "list", "--json")
+    assert code == 0
+    listed = json.loads(out)["cards"]
+    assert set(listed) == set(cards.KINDS)
+    names = {r["name"] for rows in listed.values() for r in rows}
+    assert "vit-s14" in names and not names & fixtures
+    code, out, _ = run_cli("cards", "list")
+    assert code == 0 and not [f for f in fixtures if f in out]
+    code, out, _ = run_cli("teachers", "list", "--json")
+    assert code == 0 and not {r["name"] for r in json.loads(out)["teachers"]} & fixtures
+
+    from edgepath.models.cards import InputSpec
+    from edgepath.models.students import STUDENTS, student_spec
+
+    assert set(STUDENTS) >= {"vit-s14", "vit-b14", "vit-mini14"} and not set(STUDENTS) & fixtures
+    with pytest.raises(ConfigError, match="unknown student 'vit-test14'") as err:
+        student_spec("vit-test14", input=InputSpec(224, 0.5, (0.5,) * 3, (0.5,) * 3))
+    assert "vit-s14" in str(err.value) and "--cards-dir" in str(err.value)
+
+
+def test_cards_list_shows_stand_ins_in_their_own_section(run_cli) -> None:
+    stand_ins = {c.name for c in cards.load_all("teachers") if c.stand_in}
+    assert stand_ins >= {"tiny-teacher", "histo-teacher"}
+    code, out, _ = run_cli("cards", "list", "teachers")
+    assert code == 0
+    real, title, rest = out.partition("teachers: stand-ins, not pathology models")
+    assert title and rest.startswith(f" ({len(stand_ins)})")
+    listed = {line.split()[0] for line in rest.splitlines()[1:] if line.startswith("  ")}
+    assert listed == stand_ins
+    assert "uni2-h" in real and not {line.split()[0] for line in real.splitlines()[1:]} & stand_ins
+    code, out, _ = run_cli("cards", "list", "teachers", "--json")
+    rows = json.loads(out)["cards"]["teachers"]
+    assert {r["name"] for r in rows if r["stand_in"]} == stand_ins
+    assert [r["stand_in"] for r in rows] == sorted(r["stand_in"] for r in rows)  # stand-ins last

@@ -63,3 +63,23 @@ def test_other_teacher_in_same_folder_is_refused(tmp_path: Path, fake_stages: li
 def test_real_stage_list_is_the_whole_job() -> None:
     names = [n for n, _ in demo.STAGES]
     assert names == ["slides", "distill", "quantize", "export", "bench", "report"]
+
+
+def test_stand_in_is_read_from_the_teacher_card(tmp_path: Path) -> None:
+    assert demo.teacher_is_stand_in("tiny-teacher") and demo.teacher_is_stand_in("histo-teacher")
+    assert not demo.teacher_is_stand_in("uni")
+    tiny = Path(__file__).resolve().parents[1] / "teachers" / "tiny-teacher.toml"
+    real = tmp_path / "tiny-real.toml"  # the same card, not a stand-in: the card decides
+    real.write_text(tiny.read_text().replace("stand_in = true", "stand_in = false"))
+    assert not demo.teacher_is_stand_in(str(real))
+
+
+def test_demo_compares_no_teacher_name() -> None:
+    import inspect
+    import re
+
+    from edgepath.cli import demo as cli_demo
+
+    for module in (demo, cli_demo):
+        src = inspect.getsource(module)
+        assert not re.search(r"[!=]= *\"tiny-teacher\"|\"tiny-teacher\" *[!=]=", src), module

@@ -51,18 +51,6 @@ def test_cka_invariant_to_rotation_and_scale() -> None:
     assert metrics.linear_cka(3 * a @ q, a) == pytest.approx(1.0)
 
 
-def test_ridge_readout_recovers_a_linear_map_across_dimensions():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 6))
-    w, b = rng.normal(size=(6, 3)), rng.normal(size=3)
-    xe = rng.normal(size=(20, 6))
-    pred = metrics.ridge_readout(x, x @ w + b, xe, alpha=1e-8)
-    assert pred.shape == (20, 3)
-    assert np.allclose(pred, xe @ w + b, atol=1e-5)
-    shrunk = metrics.ridge_readout(x, x @ w + b, xe, alpha=10.0)  # the penalty does act
-    assert not np.allclose(shrunk, xe @ w + b, atol=1e-2)
-
-
 def test_centered_knn_ignores_a_shared_offset():
     rng = np.random.default_rng(1)
     t = rng.normal(size=(60, 8))

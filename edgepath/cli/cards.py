@@ -10,36 +10,55 @@ from edgepath.cli.common import emit, json_option
 
 @click.group()
 def cards() -> None:
-    """List and show cards (teachers, recipes, presets, targets)."""
+    """List and show cards (teachers, students, recipes, presets, targets)."""
 
 
 @cards.command("list")
 @click.argument("kind", required=False, type=click.Choice(sorted(cardlib.KINDS)))
 @json_option
 def list_cards(kind: str | None, as_json: bool) -> None:
-    """List the cards of KIND (all kinds if omitted), with where each comes from."""
+    """List the cards of KIND (all kinds if omitted), with where each comes from.
+
+    Stand-in teachers (seeded, no trained weights) are listed in a section of their own, and
+    flagged ``stand_in`` in --json.
+    """
     kinds = [kind] if kind else list(cardlib.KINDS)
     data = {
-        k: [
-            {"name": name, "path": str(path), "description": _description(k, path)}
-            for name, path in cardlib.card_paths(k).items()
-        ]
+        k: sorted(
+            (_row(k, name, path) for name, path in cardlib.card_paths(k).items()),
+            key=lambda r: bool(r.get("stand_in")),
+        )
         for k in kinds
     }
 
     def human(d: dict) -> None:
         for k, rows in d["cards"].items():
-            click.secho(f"{k} ({len(rows)})", bold=True)
-            width = max((len(r["name"]) for r in rows), default=0)
-            for r in rows:
-                click.echo(f"  {r['name']:<{width}}  {r['description']}")
+            real = [r for r in rows if not r.get("stand_in")]
+            _section(f"{k} ({len(real)})", real)
+            stand_ins = [r for r in rows if r.get("stand_in")]
+            if stand_ins:
+                _section(f"{k}: {STAND_INS} ({len(stand_ins)})", stand_ins)
 
     emit({"cards": data}, as_json=as_json, human=human)
 
 
-def _description(kind: str, path) -> str:
+#: The label of the stand-in section in ``cards list`` and ``teachers list``.
+STAND_INS = "stand-ins, not pathology models"
+
+
+def _row(kind: str, name: str, path) -> dict:
     _, table = cardlib.raw(kind, path)
-    return str(table.get("description", ""))
+    row = {"name": name, "path": str(path), "description": str(table.get("description", ""))}
+    if kind == "teachers":
+        row["stand_in"] = bool(table.get("stand_in", False))
+    return row
+
+
+def _section(title: str, rows: list[dict]) -> None:
+    click.secho(title, bold=True)
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"  {r['name']:<{width}}  {r['description']}")
 
 
 @cards.command("show")

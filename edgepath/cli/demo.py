@@ -50,7 +50,7 @@ def demo(
     with no weights and no network (the default teacher is a random-weight stand-in). With
     --teacher NAME --teacher-weights PATH the same stages use a real teacher.
     """
-    from edgepath.demo import DemoConfig, run_demo
+    from edgepath.demo import DemoConfig, run_demo, teacher_is_stand_in
 
     cfg = DemoConfig(
         out=Path(out),
@@ -78,7 +78,7 @@ def demo(
             k: v.get("seconds") for k, v in state.items() if isinstance(v, dict) and "seconds" in v
         },
         "teacher": teacher,
-        "stand_in_teacher": teacher == "tiny-teacher",
+        "stand_in_teacher": teacher_is_stand_in(teacher),
     }
 
     def human(d: dict) -> None:

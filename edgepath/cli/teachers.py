@@ -15,7 +15,7 @@ def teachers() -> None:
 @teachers.command("list")
 @json_option
 def list_teachers(as_json: bool) -> None:
-    """List the teacher cards: embedding, published size, license."""
+    """List the teacher cards: embedding, published size, license (stand-ins in their own section)."""
     from edgepath import cards
     from edgepath.models.weights import env_var
 
@@ -36,10 +36,17 @@ def list_teachers(as_json: bool) -> None:
             }
         )
 
+    rows.sort(key=lambda r: r["stand_in"])  # stand-ins last, in their own section
+
     def human(d: dict) -> None:
+        from edgepath.cli.cards import STAND_INS
+
         width = max(len(r["name"]) for r in d["teachers"])
         click.secho(f"{'name':<{width}}  {'params':>7}  {'embedding':<20}  weights", bold=True)
+        stand_ins = [r for r in d["teachers"] if r["stand_in"]]
         for r in d["teachers"]:
+            if stand_ins and r is stand_ins[0]:
+                click.secho(f"{STAND_INS} ({len(stand_ins)})", bold=True)
             size = f"{r['params_published'] / 1e6:.0f} M" if r["params_published"] else "-"
             emb = f"{r['embedding']} {r['embed_dim']}"
             where = "stand-in (seeded, no download)" if r["stand_in"] else f"hf:{r['hf_repo']}"

@@ -111,19 +111,3 @@ class FrozenPrototypeHead(nn.Module):
         # cosines with random directions have std 1/sqrt(d): rescale so that the teacher
         # temperature means the same thing for any teacher width.
         return (z @ self.prototypes.t()) * self.scale
-
-
-@torch.no_grad()
-def code_knn_agreement(feats: torch.Tensor, head: nn.Module, temp: float, *, k: int = 10) -> float:
-    """kNN-``k`` agreement between teacher tokens and their targets ``softmax(head(x) / temp)``.
-
-    How much of the teacher's neighbourhood structure the DINO/iBOT targets carry, and so the
-    most a student trained on them can learn of it. Codes are compared in Hellinger geometry
-    (Euclidean on ``sqrt(p)``); the teacher side is centred on the head's ``mu`` when it has one.
-    """
-    from edgepath.metrics import knn_agreement
-
-    x = feats.float()
-    p = F.softmax(head(x) / temp, dim=-1)
-    ref = x - head.mu if hasattr(head, "mu") else x
-    return knn_agreement(p.sqrt().cpu().numpy(), ref.cpu().numpy(), k=k)

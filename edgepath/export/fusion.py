@@ -32,6 +32,7 @@ def measure(
     """Median seconds per batch, unfused vs fused, per engine; ``ratio`` = unfused / fused."""
     from edgepath.export.onnx import export_onnx
     from edgepath.export.parity import parity_tiles
+    from edgepath.metrics import rowwise_cosine
     from edgepath.runtime.onnxruntime_engine import OnnxRuntimeEngine
     from edgepath.runtime.openvino_engine import OpenVINOEngine
 
@@ -47,9 +48,7 @@ def measure(
             a = cls[name](plain, spec=encoder.spec, threads=threads)
             b = cls[name](fused, spec=encoder.spec, threads=threads)
             ea, eb = a.embed_tiles(tiles), b.embed_tiles(tiles)  # warm-up + same result
-            cos = float(
-                ((ea * eb).sum(1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1)).min()
-            )
+            cos = float(rowwise_cosine(ea, eb).min())
             ta, tb, tpre = [], [], []
             for _ in range(repeats):
                 t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgepath.errors import ToleranceError
+from edgepath.metrics import rowwise_cosine
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,6 @@ def parity_tiles(tile_px: int = 224, *, n: int = 16) -> np.ndarray:
         if rest and len(order) < n:
             order.append(rest.pop(0))
     return np.ascontiguousarray(np.stack(order[:n]))
-
-
-def rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of matching rows (float64)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    num = (a * b).sum(axis=1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return num / np.maximum(den, 1e-12)
 
 
 @dataclass(frozen=True)

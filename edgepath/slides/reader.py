@@ -285,9 +285,6 @@ class Slide:
         """``property``, ``tiff-resolution`` or ``override``."""
         return self._m()["mpp_source"]
 
-    def level_mpp(self, level: int) -> float:
-        return self.mpp * self.level_downsamples[level]
-
     def best_level_for_mpp(self, mpp: float) -> int:
         """The coarsest level at least as fine as ``mpp`` (level 0 if none is)."""
         cache = self._m().setdefault("best_level", {})

@@ -19,6 +19,23 @@ def test_list_json_has_every_card(run_cli) -> None:
     assert rows["uni2-h"]["env_var"] == "EDGEPATH_WEIGHTS_UNI2_H"
 
 
+def test_list_shows_stand_ins_in_their_own_section(run_cli) -> None:
+    from edgepath import cards
+
+    stand_ins = {c.name for c in cards.load_all("teachers") if c.stand_in}
+    code, out, _ = run_cli("teachers", "list")
+    assert code == 0
+    real, title, rest = out.partition("stand-ins, not pathology models")
+    assert title and rest.startswith(f" ({len(stand_ins)})")
+    assert {line.split()[0] for line in rest.strip().splitlines()[1:]} == stand_ins
+    names = {line.split()[0] for line in real.strip().splitlines()[1:]}
+    assert {"uni", "uni2-h", "virchow2"} <= names and not names & stand_ins
+    code, out, _ = run_cli("teachers", "list", "--json")
+    rows = json.loads(out)["teachers"]
+    assert {r["name"] for r in rows if r["stand_in"]} == stand_ins
+    assert [r["stand_in"] for r in rows] == sorted(r["stand_in"] for r in rows)  # stand-ins last
+
+
 def test_show_json_params_and_embed_dim_on_meta(run_cli) -> None:
     code, out, _ = run_cli("teachers", "show", "uni2-h", "--json")
     assert code == 0
