@@ -9,7 +9,7 @@
 #   doctor                 edgepath doctor --json
 #   throughput-students    bench throughput vit-s14 vit-b14, torch on cuda, fp32/bf16/fp16, batch 64,256
 #   throughput-teachers    the same for the uni2-h and h-optimus-0 architectures (random weights)
-#   distill-xmag           bench distill xmag, uni2-h -> vit-s14, bf16, 50 timed steps, live + cached
+#   distill-xmag           bench distill xmag, uni2-h -> vit-s14, bf16, 20 timed steps, live + cached
 #   distill-h0mini         bench distill h0mini, h-optimus-0 -> vit-b14, the same
 #   embed                  edgepath embed of a synthesized slide on cuda bf16, vs the engine alone
 #   pytest-gpu             pytest -m gpu tests
@@ -54,7 +54,10 @@ if [ $dry = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
   fi
 fi
 export PYTHONPATH="$repo${site:+:$site}${PYTHONPATH:+:$PYTHONPATH}"
-ep=("$PY" -m edgepath -q)
+# -v: progress lines on stderr, so that a part stopped at its limit shows where it was (the
+# first H200 run, 2026-12-04, lost its throughput and distill parts to their limits with -q and
+# no clue); stdout stays the one JSON object
+ep=("$PY" -m edgepath -v)
 if ! "$PY" -c 'import openslide, imagecodecs' 2>/dev/null; then
   echo "warning: no OpenSlide / imagecodecs here: the distill and embed parts will fail;" \
     "run benchmarks/gpu_wheels.sh where pip works and carry .whl" >&2
@@ -63,6 +66,8 @@ fi
 # --- sizes: the real run on a GPU, or tiny ones on CPU
 if [ $dry = 1 ]; then
   budget=${BUDGET:-600}
+  # vit-test14 is a test-only student card (tests/cards/students, never shipped)
+  export EDGEPATH_CARDS="$repo/tests/cards${EDGEPATH_CARDS:+:$EDGEPATH_CARDS}"
   students=(vit-test14)
   teachers=(tiny-teacher)
   tp=(--engines torch --device cpu --precision fp32 --batch 2 --rounds 1 --per-round 1
@@ -84,7 +89,9 @@ else
     --per-round 2 --warmup 2 --threads 8)
   tp_teachers=(--engines torch --device cuda --precision fp32,bf16,fp16 --batch 64,256
     --rounds 2 --per-round 2 --warmup 1 --threads 8)
-  dist=(--device cuda --steps 50 --warmup 5 --set train.precision=bf16)
+  # 20 timed steps at the cards' batches (xmag 48 regions, h0mini 64 tiles): on 2026-12-04 one
+  # H200 ran xmag at batch 16 at 2.1 steps/s and h0mini at batch 32 at 0.9 steps/s (data-bound)
+  dist=(--device cuda --steps 20 --warmup 3 --set train.precision=bf16)
   xmag=(xmag --teacher uni2-h --student vit-s14)
   h0mini=(h0mini --teacher h-optimus-0 --student vit-b14)
   embed=(--model vit-s14 --device cuda --precision bf16 --tiles 3000 --batch 256 --workers 8
