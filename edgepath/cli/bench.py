@@ -510,12 +510,7 @@ def fidelity(
     default=None,
     help="Per-process batch [default: the card's].",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-)
+@device_option(help="Where training runs (auto: cuda when torch sees a GPU).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--no-cached", is_flag=True, help="Skip the run that reads the teacher cache.")
 @click.option(

@@ -14,14 +14,15 @@ json_option = click.option(
 )
 
 
-def device_option(default: str = "auto") -> Callable[[Any], Any]:
+def device_option(default: str = "auto", *, help: str | None = None) -> Callable[[Any], Any]:
     """``--device auto|cpu|cuda``: where the torch engine runs (auto: cuda when torch sees one)."""
     return click.option(
         "--device",
         type=click.Choice(["auto", "cpu", "cuda"]),
         default=default,
         show_default=True,
-        help="Where the torch engine runs (auto: cuda when torch sees a GPU); other engines "
+        help=help
+        or "Where the torch engine runs (auto: cuda when torch sees a GPU); other engines "
         "run on their own default device.",
     )
 

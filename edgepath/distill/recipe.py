@@ -167,6 +167,7 @@ class TrainSpec:
     cache_mismatch: Literal["rebuild", "error"] = "rebuild"
     #: Held-out tiles (max) for the final fidelity.
     eval_tiles: int = 256
+    #: Not used yet: the trainer builds views in the main process (docs/distill.md, Known limits).
     num_workers: int = 0
     #: xmag only, beyond the paper: after training, rescale the student's output channels (a
     #: positive per-channel factor folded into its final LayerNorm and the heads' first layer)
