@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgepath.cli.common import device_option, emit, json_option, progress
+from edgepath.cli.common import device_option, emit, json_option, progress, results_out_option
 from edgepath.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -158,13 +158,7 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
     show_default=True,
     help="Reader workers for the end-to-end run of --compare.",
 )
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run folder to write the result JSON into (for edgepath report).",
-)
+@results_out_option
 @json_option
 def throughput(
     models: tuple[str, ...],
@@ -344,7 +338,7 @@ def _human_compare(d: dict[str, Any]) -> None:
 @click.option("--threads", type=click.IntRange(1), default=None)
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@results_out_option
 @json_option
 def robustness(
     model: str,
@@ -429,7 +423,7 @@ def _human_robustness(d: dict[str, Any]) -> None:
 @device_option()
 @click.option("--threads", type=click.IntRange(1), default=None)
 @click.option("--random-weights", is_flag=True, help="Allow a teacher without weights (labelled).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@results_out_option
 @json_option
 def fidelity(
     candidate: str,
@@ -520,13 +514,7 @@ def fidelity(
     metavar="KEY=VALUE",
     help="Any recipe override, as for edgepath distill.",
 )
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Also write the result as JSON into this folder.",
-)
+@results_out_option
 @json_option
 def distill_speed_cmd(
     recipe: str,
