@@ -128,19 +128,16 @@ def _recipe_overrides(
     no_cache: bool,
 ) -> list[str]:
     """The ``--set KEY=VALUE`` list for ``load_recipe``: the flags' values added to ``--set``'s."""
+    from edgepath.distill.recipe import teachers_override, toml_string
     from edgepath.errors import ConfigError
 
     sets = list(overrides)
-    if teacher_weights and len(teacher_weights) != len(teachers):
+    if teacher_weights and not teachers:
         raise ConfigError("give one --teacher-weights per --teacher, in the same order")
     if teachers:
-        refs = []
-        for i, t in enumerate(teachers):
-            w = teacher_weights[i] if teacher_weights else ""
-            refs.append(f'{{card = "{_esc(t)}", weights = "{_esc(w)}"}}')
-        sets.insert(0, f"teachers=[{', '.join(refs)}]")
+        sets.insert(0, teachers_override(teachers, teacher_weights))
     if student:
-        sets.append(f'student.name="{_esc(student)}"')
+        sets.append(f"student.name={toml_string(student)}")
     for key, value in (
         ("train.steps", steps),
         ("train.batch_size", batch_size),
@@ -209,7 +206,3 @@ def _human(d: dict[str, Any]) -> None:
         )
     if d["stand_in"]:
         click.echo("  (stand-in teacher: random weights, not a pathology model)")
-
-
-def _esc(s: str) -> str:
-    return s.replace("\\", "\\\\").replace('"', '\\"')

@@ -262,6 +262,23 @@ def _parse_value(text: str) -> Any:
         return text  # a bare string
 
 
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, quotes included (for ``KEY=VALUE`` overrides)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def teachers_override(cards: tuple[str, ...] | list[str], weights: tuple[str, ...] = ()) -> str:
+    """The ``teachers=[...]`` override that replaces a recipe's teachers (``weights``: one
+    checkpoint per card, in order, or none)."""
+    if weights and len(weights) != len(cards):
+        raise ConfigError("give one --teacher-weights per --teacher, in the same order")
+    refs = [
+        f"{{card = {toml_string(c)}, weights = {toml_string(weights[i] if weights else '')}}}"
+        for i, c in enumerate(cards)
+    ]
+    return f"teachers=[{', '.join(refs)}]"
+
+
 def apply_overrides(card: RecipeCard, overrides: list[str]) -> RecipeCard:
     """A copy of ``card`` with dotted ``key=value`` overrides applied and re-validated."""
     from edgepath.cards import from_dict, to_dict
@@ -302,7 +319,7 @@ def to_toml(card: RecipeCard) -> str:
         if isinstance(v, int | float):
             return repr(v)
         if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            return toml_string(v)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
         if isinstance(v, dict):

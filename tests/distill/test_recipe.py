@@ -117,3 +117,16 @@ def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
     p.write_text(to_toml(card))
     again = cards.load("distill", p)
     assert again == card
+
+
+def test_teachers_override_quotes_paths_and_checks_weights() -> None:
+    """Teacher names and checkpoint paths go into the override as TOML strings, quotes and
+    backslashes escaped, so a path is taken as it is; a weights list must match the cards."""
+    from edgepath.distill.recipe import teachers_override
+    from edgepath.errors import ConfigError
+
+    odd = 'C:\\models\\uni "2"'
+    card = load_recipe("expert", [teachers_override(["tiny-teacher", "tiny-teacher"], ("", odd))])
+    assert [t.weights for t in card.teachers] == ["", odd]
+    with pytest.raises(ConfigError, match="one --teacher-weights per --teacher"):
+        teachers_override(["tiny-teacher"], ("a", "b"))
