@@ -47,11 +47,13 @@ def default_slides(folder: Path, *, synth_tiles: int = 400) -> Path:
 def _overrides(
     *, teachers: tuple[str, ...], student: str | None, batch_size: int | None, total: int
 ) -> list[str]:
+    from edgepath.distill.recipe import teachers_override, toml_string
+
     sets = []
     if teachers:
-        sets.append("teachers=[" + ", ".join(f'{{card = "{t}"}}' for t in teachers) + "]")
+        sets.append(teachers_override(teachers))
     if student:
-        sets.append(f'student.name="{student}"')
+        sets.append(f"student.name={toml_string(student)}")
     if batch_size:
         sets.append(f"train.batch_size={batch_size}")
     # one step more than is run, so that no final checkpoint is written; no held-out band
@@ -118,8 +120,6 @@ def distill_speed(
     import torch
 
     from edgepath.distill.recipe import load_recipe
-    from edgepath.distill.timing import PhaseTimer
-    from edgepath.distill.trainer import distill
     from edgepath.runtime.torch_engine import resolve_device
 
     if steps < 1 or warmup < 0:
@@ -147,36 +147,68 @@ def distill_speed(
         rows: dict[str, Any] = {}
         modes = ("live", "cached") if cached else ("live",)
         for mode in modes:
-            flag = "true" if mode == "cached" else "false"
-            extra = [f"train.cache={flag}"] + (["views.fixed_views=1"] if mode == "cached" else [])
-            run_card = load_recipe(recipe, [*speed_sets, *extra])
-            timer = PhaseTimer(dev)
             status(f"{mode}: {warmup} warm-up + {steps} timed steps")
-            distill(
-                run_card,
-                out=root / mode,
-                slides=slides,
-                stop_after=total,
-                random_teachers=True,
-                device=dev,
-                speed_only=True,
-                timer=timer,
+            rows.update(
+                _measure(
+                    recipe,
+                    speed_sets,
+                    mode=mode,
+                    out=root / mode,
+                    slides=slides,
+                    dev=dev,
+                    warmup=warmup,
+                    total=total,
+                    items_per_step=items_per_step,
+                )
             )
-            rows[mode] = _summary(timer.steps[warmup:], items_per_step)
-            if "cache_build" in timer.setup:  # the cache's own record of what it holds
-                from edgepath.distill.cache import META
-
-                meta = json.loads((root / mode / "cache" / META).read_text())
-                n = meta["n_items"] * meta["n_views"]
-                built = timer.setup["cache_build"]
-                rows["cache_build"] = {
-                    "items": n,
-                    "seconds": round(built, 3),
-                    "items_per_s": round(n / built, 3),
-                }
-            if mode == "live":
-                rows["peak_memory_mb"], rows["peak_memory_kind"] = _peak_memory_mb(dev)
     return _result(card, rows, dev=dev, steps=steps, warmup=warmup, slides=slides)
+
+
+def _measure(
+    recipe: str,
+    sets: list[str],
+    *,
+    mode: str,
+    out: Path,
+    slides,
+    dev: str,
+    warmup: int,
+    total: int,
+    items_per_step: int,
+) -> dict[str, Any]:
+    """One run of the trainer, teacher ``live`` or ``cached`` (one fixed view per item): its
+    summary, the cache build, and (live) the peak memory."""
+    from edgepath.distill.cache import META
+    from edgepath.distill.recipe import load_recipe
+    from edgepath.distill.timing import PhaseTimer
+    from edgepath.distill.trainer import distill
+
+    cached = mode == "cached"
+    extra = ["train.cache=true", "views.fixed_views=1"] if cached else ["train.cache=false"]
+    timer = PhaseTimer(dev)
+    distill(
+        load_recipe(recipe, [*sets, *extra]),
+        out=out,
+        slides=slides,
+        stop_after=total,
+        random_teachers=True,
+        device=dev,
+        speed_only=True,
+        timer=timer,
+    )
+    rows: dict[str, Any] = {mode: _summary(timer.steps[warmup:], items_per_step)}
+    if "cache_build" in timer.setup:  # the cache's own record of what it holds
+        meta = json.loads((out / "cache" / META).read_text())
+        n = meta["n_items"] * meta["n_views"]
+        built = timer.setup["cache_build"]
+        rows["cache_build"] = {
+            "items": n,
+            "seconds": round(built, 3),
+            "items_per_s": round(n / built, 3),
+        }
+    if not cached:
+        rows["peak_memory_mb"], rows["peak_memory_kind"] = _peak_memory_mb(dev)
+    return rows
 
 
 def _result(card, rows: dict[str, Any], *, dev: str, steps: int, warmup: int, slides) -> dict:

@@ -266,8 +266,6 @@ def _setup(
     speed_only: bool,
 ) -> _Run:
     """Process group, teachers, data, student, recipe, EMA copy and optimizer of a new run."""
-    if card.train.strategy != "ddp":  # cards validate this; a hand-built card may not have
-        raise ConfigError(f"train.strategy {card.train.strategy!r}: only ddp is supported")
     rank, world, dev = _dist_setup(device)
     t_start = time.perf_counter()
     teachers = load_teachers(card.teachers, device=dev, random_weights=random_teachers)
