@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # The suite runs as one pytest process per area: torch, OpenVINO, ONNX Runtime and OpenSlide all
 # loaded in one long-lived process crashed (SIGSEGV) late in a full run; separate processes keep
 # each area's native libraries apart. Every group runs even if an earlier one fails.
-TEST_GROUPS ?= tests/bench tests/distill tests/embed tests/export tests/models tests/quantize \
+TEST_GROUPS ?= tests/bench tests/distill tests/embed tests/eval tests/export tests/models tests/quantize \
 	tests/runtime tests/slides tests/test_*.py
 
 .PHONY: install test demo lint format bench gpu-proof gpu-proof-dry-run wheel clean
@@ -47,12 +47,13 @@ demo: install
 	$(BIN)/edgepath demo -o $(DEMO_OUT)
 
 lint: install
-	$(BIN)/ruff check edgepath tests benchmarks research
-	$(BIN)/ruff format --check edgepath tests benchmarks research
+	$(BIN)/ruff check edgepath tests benchmarks research tools
+	$(BIN)/ruff format --check edgepath tests benchmarks research tools
+	$(BIN)/python tools/check_layers.py
 
 format: install
-	$(BIN)/ruff format edgepath tests benchmarks research
-	$(BIN)/ruff check --fix edgepath tests benchmarks research
+	$(BIN)/ruff format edgepath tests benchmarks research tools
+	$(BIN)/ruff check --fix edgepath tests benchmarks research tools
 
 bench: install
 	$(BIN)/python -m pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,ops

@@ -23,6 +23,6 @@ def _threads() -> None:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info) -> None:
-    from edgepath.bench.machine import describe
+    from edgepath.eval.machine import describe
 
     machine_info["edgepath"] = describe(threads=THREADS)

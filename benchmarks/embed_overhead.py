@@ -31,13 +31,13 @@ import numpy as np
 
 def build_model(student: str, folder: Path, *, onnx: bool = True) -> Path:
     """A student artifact with torch weights and (``onnx``) ``model.onnx`` (seeded random weights)."""
-    from edgepath.artifact import is_artifact, save_encoder, write_manifest
     from edgepath.export.onnx import export_onnx
-    from edgepath.models import load_model
+    from edgepath.models import resolve
+    from edgepath.models.artifact import is_artifact, save_encoder, write_manifest
 
     if is_artifact(folder):
         return folder
-    enc, _ = load_model(student)
+    enc = resolve(student).encoder
     manifest = save_encoder(folder, enc, kind="student", name=student)
     if onnx:
         export_onnx(enc, folder / "model.onnx")
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _run(args: argparse.Namespace, work: Path) -> dict:
-    from edgepath.bench.machine import describe
     from edgepath.embed.features import read_features
     from edgepath.embed.model import open_model
     from edgepath.embed.reader import Preprocess, TileReader
     from edgepath.embed.run import Embedder
+    from edgepath.eval.machine import describe
     from edgepath.slides import open_slide, synthesize_slide, tile_slide
 
     model = args.model or build_model(
@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         read_cpu = (time.process_time() - c0 + proc_cpu_seconds(pids) - w0) / n_read
 
     # correctness on the side: coords as tile_slide, features as torch on the same tiles
-    from edgepath.artifact import load_encoder
     from edgepath.metrics import rowwise_cosine
+    from edgepath.models.artifact import load_encoder
     from edgepath.models.encoder import to_tensor
 
     coords_match = bool(np.array_equal(ff.coords, grid.coords))

@@ -371,7 +371,7 @@ def cmd_combine(argv: list[str]) -> int:
         }
     device = _device_name(a.dry_run)
     from edgepath import __version__
-    from edgepath.bench.machine import describe
+    from edgepath.eval.machine import describe
 
     now = datetime.now(timezone.utc)
     started = (

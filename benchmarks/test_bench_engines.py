@@ -28,9 +28,9 @@ VARIANTS = [
 
 @pytest.fixture(scope="module")
 def model():
-    from edgepath.bench.throughput import resolve_model
+    from edgepath.bench.throughput import resolve_for_speed
 
-    return resolve_model(MODEL)
+    return resolve_for_speed(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_plism_pair_metrics(benchmark) -> None:
     """One PLISM slide pair at plismbench's default subset (2,713 tiles, 384-d), Grams cached."""
     import numpy as np
 
-    from edgepath.bench import plism
+    from edgepath.eval import plism
 
     rng = np.random.default_rng(0)
     a = plism.normalize(rng.normal(size=(2713, 384)))

@@ -157,12 +157,12 @@ def stage_export(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
 def stage_bench(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
     """Throughput per engine/precision, teacher-vs-student WSI/min, robustness, fidelity."""
     from edgepath.bench.compare import run_compare
-    from edgepath.bench.embedding import open_for_embedding
-    from edgepath.bench.fidelity import as_result as fidelity_result
-    from edgepath.bench.fidelity import fidelity_run, load_tiles
     from edgepath.bench.results import write_result
-    from edgepath.bench.robustness import as_result, synthetic_robustness
     from edgepath.bench.throughput import run_throughput
+    from edgepath.eval.embedding import open_measured
+    from edgepath.eval.fidelity import as_result as fidelity_result
+    from edgepath.eval.fidelity import fidelity_run, load_tiles
+    from edgepath.eval.robustness import as_result, synthetic_robustness
 
     p = _paths(cfg)
     folder = p["bench"]
@@ -184,15 +184,15 @@ def stage_bench(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
     # Robustness on the synthetic stain/scanner domain suite (PLISM itself is not shipped):
     # the float student and its INT8 version, so the report shows what quantization cost.
     for label, ref in (("student", p["student"]), ("int8", p["quantized"])):
-        engine, info = open_for_embedding(str(ref), threads=cfg.threads)
+        engine, info = open_measured(str(ref), threads=cfg.threads)
         with engine:
             rob = synthetic_robustness(engine, seed=cfg.seed)
         files[f"robustness-{label}"] = write_result(
             folder, as_result(rob, info, threads=cfg.threads), label=label
         )
     # Fidelity of the INT8 model against its float parent, on tiles of the synthetic slide.
-    a, ia = open_for_embedding(str(p["quantized"]), threads=cfg.threads)
-    b, ib = open_for_embedding(str(p["student"]), threads=cfg.threads)
+    a, ia = open_measured(str(p["quantized"]), threads=cfg.threads)
+    b, ib = open_measured(str(p["student"]), threads=cfg.threads)
     with a, b:
         tiles, desc = load_tiles(str(synthetic), tile_px=ia["tile_px"], max_tiles=128)
         fid = fidelity_run(a, b, tiles)
@@ -220,6 +220,37 @@ def stage_report(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
 
 def _f(x: Any, nd: int = 3) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _quantize_lines(qm: dict[str, Any]) -> list[str]:
+    """The quantization gate and speed tables of the demo report."""
+    gate = qm.get("gate", {})
+    fig = gate.get("figures", {})
+    thr = gate.get("thresholds", {})
+    backend = qm.get("backend", {})
+    lines = [
+        "",
+        "## Quantization gate (INT8 vs float student, held-out tiles)",
+        "",
+        f"Preset `int8-cpu`: backend **{backend.get('name')}** chosen by {backend.get('selection')} "
+        f"speed on this CPU; gate **{'passed' if gate.get('passed') else 'FAILED'}**.",
+        "",
+        f"| cosine (≥ {thr.get('min_cosine')}) | p1 cosine (≥ {thr.get('min_cosine_p1')}) "
+        "| centered cosine | kNN-10 | robustness drop |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {_f(fig.get('cosine'), 5)} | {_f(fig.get('cosine_p1'), 5)} | "
+        f"{_f(fig.get('centered_cosine'), 4)} | {_f(fig.get('knn10_agreement'))} | "
+        f"{_f(fig.get('robustness_drop'), 4)} |",
+        "",
+        "| backend | fp32 tiles/s | int8 tiles/s | int8 / fp32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, b in qm.get("speed", {}).get("backends", {}).items():
+        lines.append(
+            f"| {name} | {_f(b.get('fp32_tiles_per_s'), 1)} | {_f(b.get('quantized_tiles_per_s'), 1)} "
+            f"| {_f(b.get('speedup'), 2)} |"
+        )
+    return lines
 
 
 def pipeline_section(cfg: DemoConfig, state: dict[str, Any]) -> str:
@@ -263,32 +294,7 @@ def pipeline_section(cfg: DemoConfig, state: dict[str, Any]) -> str:
             f"| {label} | {_f(f.get('cosine'))} | {_f(f.get('centered_cosine'))} | "
             f"{_f(f.get('knn10_agreement'))} | {f.get('n_tiles', '–')} |"
         )
-    gate = qm.get("gate", {})
-    fig = gate.get("figures", {})
-    thr = gate.get("thresholds", {})
-    backend = qm.get("backend", {})
-    lines += [
-        "",
-        "## Quantization gate (INT8 vs float student, held-out tiles)",
-        "",
-        f"Preset `int8-cpu`: backend **{backend.get('name')}** chosen by {backend.get('selection')} "
-        f"speed on this CPU; gate **{'passed' if gate.get('passed') else 'FAILED'}**.",
-        "",
-        f"| cosine (≥ {thr.get('min_cosine')}) | p1 cosine (≥ {thr.get('min_cosine_p1')}) "
-        "| centered cosine | kNN-10 | robustness drop |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {_f(fig.get('cosine'), 5)} | {_f(fig.get('cosine_p1'), 5)} | "
-        f"{_f(fig.get('centered_cosine'), 4)} | {_f(fig.get('knn10_agreement'))} | "
-        f"{_f(fig.get('robustness_drop'), 4)} |",
-        "",
-        "| backend | fp32 tiles/s | int8 tiles/s | int8 / fp32 |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, b in qm.get("speed", {}).get("backends", {}).items():
-        lines.append(
-            f"| {name} | {_f(b.get('fp32_tiles_per_s'), 1)} | {_f(b.get('quantized_tiles_per_s'), 1)} "
-            f"| {_f(b.get('speedup'), 2)} |"
-        )
+    lines += _quantize_lines(qm)
     lines += [
         "",
         "## Export (parity on real tiles)",

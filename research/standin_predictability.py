@@ -34,7 +34,7 @@ import torch
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.views import normalize, resize
 from edgepath.metrics import fidelity, knn_agreement
-from edgepath.models import load_model
+from edgepath.models import resolve
 
 try:
     from research._helpers import ridge_readout
@@ -44,7 +44,7 @@ except ModuleNotFoundError:  # run as a file: research/ itself is on sys.path
 
 def embed(name: str, x: torch.Tensor) -> np.ndarray:
     """Card embedding of [0, 1] tiles with the card's own preprocessing."""
-    enc, _ = load_model(name)
+    enc = resolve(name).encoder
     enc.eval()
     inp = enc.spec.input
     out = []
@@ -127,7 +127,7 @@ def regress(
 ) -> None:
     """Train ``student`` + a linear head on the centred teacher embedding; print held-out fit."""
     torch.manual_seed(0)
-    enc, _ = load_model(student)
+    enc = resolve(student).encoder
     inp = enc.spec.input
     if raw:
         inp = SimpleNamespace(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))

@@ -40,7 +40,7 @@ import torch
 from edgepath.distill.data import build_source, spread
 from edgepath.distill.views import normalize
 from edgepath.metrics import fidelity, knn_agreement, knn_agreement_centered
-from edgepath.models import load_model
+from edgepath.models import resolve
 
 try:
     from research._helpers import ridge_readout
@@ -67,7 +67,7 @@ def main() -> None:
         max_items=0,
     )
     src = build_source("regions", slides=args.slides, tiles=None, data=data, mpp=0.5)
-    enc, _ = load_model(args.teacher)
+    enc = resolve(args.teacher).encoder
     enc.eval()
     inp = enc.spec.input
 
@@ -106,7 +106,7 @@ def main() -> None:
     if args.student:
         from edgepath.models.encoder import build_encoder
 
-        trained, _ = load_model(args.student)
+        trained = resolve(args.student).encoder
         torch.manual_seed(0)  # the trainer seeds with train.seed (0 in distill_fidelity.py)
         init = build_encoder(trained.spec)  # before it builds the student
         out["student"] = {

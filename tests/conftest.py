@@ -84,7 +84,7 @@ def run_cli():
 @pytest.fixture(scope="session")
 def student_artifact(tiny_encoder, tmp_path_factory) -> Path:
     """The area's tiny encoder saved as a student artifact."""
-    from edgepath.artifact import save_encoder
+    from edgepath.models.artifact import save_encoder
 
     folder = tmp_path_factory.mktemp("student")
     save_encoder(folder, tiny_encoder, kind="student", name="vit-test14")

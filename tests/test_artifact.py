@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgepath import artifact
 from edgepath.errors import ArtifactError
+from edgepath.io import sha256_file
+from edgepath.models import artifact
 from edgepath.models.cards import InputSpec
 from edgepath.models.encoder import build_encoder
 from edgepath.models.students import student_spec
@@ -27,7 +28,7 @@ def test_roundtrip_student(tmp_path: Path) -> None:
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(enc(x), back(x))
-    assert artifact.weights_sha256(tmp_path / "a") == manifest["sha256"]
+    assert manifest["sha256"] == sha256_file(tmp_path / "a" / "model.safetensors")
     assert not list((tmp_path / "a").glob(".*tmp*")), "temporary files left behind"
 
 

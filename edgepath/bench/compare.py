@@ -21,22 +21,24 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgepath.bench import machine
 from edgepath.bench.flops import vit_cost
 from edgepath.bench.throughput import (
-    ModelRef,
     Variant,
     close_variants,
     open_variants,
-    resolve_model,
+    resolve_for_speed,
     slide_tiles,
     summarize_row,
     time_variants,
     timing_of,
 )
 from edgepath.errors import EdgepathError
+from edgepath.eval import machine
+
+if TYPE_CHECKING:
+    from edgepath.models.resolver import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def run_compare(
     }
     with contextlib.ExitStack() as stack:  # on exit: close every engine, then the temp folder
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgepath-compare-")))
-        ref, cand = resolve_model(reference), resolve_model(candidate)
+        ref, cand = resolve_for_speed(reference), resolve_for_speed(candidate)
         step(f"preparing {ref.name} and {cand.name}")
         ref_vs, skipped = open_variants(
             ref,
@@ -216,8 +218,8 @@ def _end_to_end_both(
 
 
 def _report(
-    ref: ModelRef,
-    cand: ModelRef,
+    ref: ModelHandle,
+    cand: ModelHandle,
     slide: Path,
     *,
     rows: list[dict[str, Any]],
@@ -255,7 +257,7 @@ def _report(
     }
 
 
-def _model_entry(m: ModelRef, counts: dict[str, int]) -> dict[str, Any]:
+def _model_entry(m: ModelHandle, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "model": m.name,
         "random_weights": m.random_weights,

@@ -215,8 +215,8 @@ def _result(card, rows: dict[str, Any], *, dev: str, steps: int, warmup: int, sl
     """The JSON row of one measurement."""
     import torch
 
-    from edgepath.bench.machine import describe
     from edgepath.distill.recipes import recipe_class
+    from edgepath.eval.machine import describe
     from edgepath.models.encoder import count_parameters
     from edgepath.models.loading import as_card, student_input
     from edgepath.models.students import student_spec

@@ -21,114 +21,40 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgepath.bench import machine
 from edgepath.bench.flops import VitCost, vit_cost
 from edgepath.errors import ConfigError, EdgepathError
+from edgepath.eval import machine
+
+if TYPE_CHECKING:
+    from edgepath.models.resolver import ModelHandle
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ModelRef:
-    """A model to benchmark, resolved.
+def resolve_for_speed(ref: str) -> ModelHandle:
+    """``edgepath.models.resolve`` for a speed run: teachers get seeded random weights.
 
-    Attributes:
-        ref: What the user passed.
-        name: Display name (``vit-s14@2.0``, ``uni``, an artifact's name).
-        source: ``artifact``, ``teacher`` or ``student``.
-        random_weights: True when weights are random (teachers and bare students).
-        spec: The encoder spec (input tile px and mpp included).
-        encoder: The torch encoder (None for artifacts without torch weights).
-        artifact: The artifact folder, if any.
-        manifest: Its manifest.
+    Throughput needs only the architecture, so a teacher's weights are not required here (the
+    result says ``random_weights``); students without weights are random anyway, and artifacts
+    are what they are.
     """
+    from edgepath.models import resolve
 
-    ref: str
-    name: str
-    source: str
-    random_weights: bool
-    spec: Any
-    encoder: Any = None
-    artifact: Path | None = None
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mpp(self) -> float:
-        """The model's input resolution, µm/px."""
-        return float(self.spec.input.mpp)
-
-    @property
-    def tile_px(self) -> int:
-        """The model's tile size."""
-        return int(self.spec.input.tile_px)
-
-
-def resolve_model(ref: str) -> ModelRef:
-    """Resolve an artifact folder, a teacher card, or a student name (``NAME[@MPP]``)."""
-    from edgepath.artifact import is_artifact, manifest_spec, read_manifest
-    from edgepath.models.students import STUDENTS
-
-    name, _, mpp = str(ref).partition("@")
-    if name in STUDENTS:
-        from edgepath.models.loading import random_encoder, seed_for, student_input
-        from edgepath.models.students import student_spec
-
-        try:
-            overrides = {"mpp": float(mpp)} if mpp else {}
-        except ValueError:
-            raise ConfigError(
-                f"'{ref}': the part after @ must be an mpp, e.g. vit-s14@2.0"
-            ) from None
-        spec = student_spec(name, input=student_input(**overrides))
-        enc = random_encoder(spec, seed=seed_for(name))
-        return ModelRef(str(ref), str(ref), "student", True, spec, encoder=enc)
-    if mpp:
-        raise ConfigError(f"'{ref}': @MPP is only for student names ({', '.join(STUDENTS)})")
-    if is_artifact(ref):
-        folder = Path(ref)
-        manifest = read_manifest(folder)
-        spec = manifest_spec(folder, manifest)
-        enc = None
-        if str(manifest.get("files", {}).get("weights", "")).endswith(".safetensors"):
-            from edgepath.artifact import load_encoder
-
-            enc = load_encoder(folder)
-        return ModelRef(
-            str(ref),
-            str(manifest.get("name", folder.name)),
-            "artifact",
-            bool(manifest.get("random_weights", False)),
-            spec,
-            encoder=enc,
-            artifact=folder,
-            manifest=manifest,
-        )
-    from edgepath.models import load_model
-
-    # teachers: throughput needs only the architecture, so random weights (labelled)
-    enc, info = load_model(str(ref), random_weights=True)
-    return ModelRef(
-        str(ref),
-        str(info.get("name", ref)),
-        str(info.get("source", "teacher")),
-        True,
-        enc.spec,
-        encoder=enc,
-    )
+    return resolve(ref, random_weights=True)
 
 
 @dataclass
 class Variant:
     """One model on one engine at one precision, opened and ready."""
 
-    model: ModelRef
+    model: ModelHandle
     engine_name: str
     precision: str
     engine: Any
@@ -142,10 +68,10 @@ class Variant:
         return f"{self.model.name} · {self.engine_name} {self.precision}"
 
 
-def _export_float(model: ModelRef, folder: Path) -> Path:
+def _export_float(model: ModelHandle, folder: Path) -> Path:
     """An fp32 ONNX export artifact of a torch model (for onnxruntime / openvino)."""
-    from edgepath.artifact import new_manifest, write_manifest
     from edgepath.export.onnx import export_onnx
+    from edgepath.models.artifact import new_manifest, write_manifest
 
     if model.encoder is None:
         raise ConfigError(f"{model.ref}: no torch weights to export an fp32 ONNX model from")
@@ -165,7 +91,7 @@ def _export_float(model: ModelRef, folder: Path) -> Path:
 
 
 def _quantize_int8(
-    model: ModelRef, folder: Path, *, engine: str, preset: str = "int8-cpu", n_calib: int = 32
+    model: ModelHandle, folder: Path, *, engine: str, preset: str = "int8-cpu", n_calib: int = 32
 ) -> Path:
     """An INT8 artifact for ``engine``, made by the quantize stage's own backend function.
 
@@ -177,9 +103,9 @@ def _quantize_int8(
     artifact folder for the real thing).
     """
     from edgepath import cards
-    from edgepath.artifact import new_manifest, write_manifest
-    from edgepath.bench.domains import base_tiles
-    from edgepath.bench.embedding import resize_tiles
+    from edgepath.eval.domains import base_tiles
+    from edgepath.eval.embedding import resize_tiles
+    from edgepath.models.artifact import new_manifest, write_manifest
     from edgepath.runtime import normalize
 
     if model.encoder is None:
@@ -224,7 +150,7 @@ def _reuse(folder: Path) -> Path | None:
 
 
 def _target(
-    model: ModelRef, engine: str, precision: str, workdir: Path, prepared: dict[str, Path]
+    model: ModelHandle, engine: str, precision: str, workdir: Path, prepared: dict[str, Path]
 ) -> Any:
     """What ``open_engine`` opens for this variant: the artifact, the encoder or a prepared folder.
 
@@ -232,8 +158,8 @@ def _target(
     earlier run's ``workdir`` when there.
     """
     runs_as_is = engine == "torch" or model.manifest.get("engine") != "torch"
-    if model.artifact is not None and model.manifest.get("precision") == precision and runs_as_is:
-        return model.artifact
+    if model.folder is not None and model.manifest.get("precision") == precision and runs_as_is:
+        return model
     if engine == "torch":
         if model.encoder is None:
             raise ConfigError("no torch weights in this artifact")
@@ -251,7 +177,7 @@ def _target(
 
 
 def _open_variant(
-    model: ModelRef,
+    model: ModelHandle,
     target: Any,
     *,
     engine: str,
@@ -275,7 +201,7 @@ def _open_variant(
     )
     v = Variant(model, engine, precision, eng, open_s=time.perf_counter() - t0)
     if isinstance(target, Path) and precision != "fp32":
-        from edgepath.artifact import read_manifest
+        from edgepath.models.artifact import read_manifest
 
         b = read_manifest(target).get("backend")
         v.backend = b.get("name") if isinstance(b, dict) else b
@@ -286,7 +212,7 @@ def _open_variant(
 
 
 def open_variants(
-    model: ModelRef,
+    model: ModelHandle,
     *,
     engines: Sequence[str],
     precisions: Sequence[str],
@@ -336,7 +262,7 @@ def close_variants(variants: Sequence[Variant]) -> None:
             stack.callback(v.engine.close)
 
 
-def _batch(model: ModelRef, batch: int, seed: int = 0) -> np.ndarray:
+def _batch(model: ModelHandle, batch: int, seed: int = 0) -> np.ndarray:
     """Normalised float32 NCHW input from random uint8 tiles (the engines' __call__ input)."""
     from edgepath.runtime import normalize
 
@@ -564,7 +490,7 @@ def _measure(
     *,
     workdir: Path,
     ceiling: bool,
-    count: Callable[[ModelRef], tuple[int, str]],
+    count: Callable[[ModelHandle], tuple[int, str]],
     on_step: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     """Open every variant (closed by ``stack``) and time them at each batch size of ``settings``.
@@ -572,7 +498,7 @@ def _measure(
     Returns:
         The result's ``costs``, ``rows`` (with speed-ups), ``ceilings`` and ``skipped``.
     """
-    models = [resolve_model(r) for r in refs]
+    models = [resolve_for_speed(r) for r in refs]
     variants, skipped = _open_all(
         models,
         stack,
@@ -654,7 +580,7 @@ def _settle_device(device: str, *, engines: Sequence[str], precisions: Sequence[
 
 
 def _open_all(
-    models: Sequence[ModelRef],
+    models: Sequence[ModelHandle],
     stack: contextlib.ExitStack,
     *,
     workdir: Path,
@@ -678,7 +604,7 @@ def _open_all(
 
 
 def _tiles_per_slide(
-    m: ModelRef, slide: Path | None, *, tiles_per_slide: int | None, tissue_mm2: float
+    m: ModelHandle, slide: Path | None, *, tiles_per_slide: int | None, tissue_mm2: float
 ) -> tuple[int, str]:
     """Tiles per slide at the model's mpp, and how the count was obtained."""
     if slide is not None:

@@ -357,11 +357,11 @@ def robustness(
 
     Without --plism, runs the synthetic stain/scanner domain suite on the shipped real tiles.
     """
-    from edgepath.bench import plism as plismlib
-    from edgepath.bench.embedding import open_for_embedding
-    from edgepath.bench.robustness import plism_robustness, synthetic_robustness
+    from edgepath.eval import plism as plismlib
+    from edgepath.eval.embedding import open_measured
+    from edgepath.eval.robustness import plism_robustness, synthetic_robustness
 
-    eng, info = open_for_embedding(
+    eng, info = open_measured(
         model, engine=engine, threads=threads, random_weights=random_weights, device=device
     )
     with eng, _Steps(disable=as_json or None) as steps:
@@ -378,7 +378,7 @@ def robustness(
             res = synthetic_robustness(
                 eng, n_tiles=n_tiles, seed=seed, batch=batch, on_progress=steps.count
             )
-    from edgepath.bench.robustness import as_result
+    from edgepath.eval.robustness import as_result
 
     result = as_result(res, info, threads=threads)
     if out is not None:
@@ -443,13 +443,13 @@ def fidelity(
     Cosine (raw, centered), kNN top-10 agreement and linear CKA: student vs teacher, or a
     quantized artifact vs its float parent.
     """
-    from edgepath.bench.embedding import open_for_embedding
-    from edgepath.bench.fidelity import as_result, fidelity_run, load_tiles
+    from edgepath.eval.embedding import open_measured
+    from edgepath.eval.fidelity import as_result, fidelity_run, load_tiles
 
-    a, ia = open_for_embedding(
+    a, ia = open_measured(
         candidate, engine=engine_a, threads=threads, random_weights=random_weights, device=device
     )
-    b, ib = open_for_embedding(
+    b, ib = open_measured(
         reference, engine=engine_b, threads=threads, random_weights=random_weights, device=device
     )
     with a, b:

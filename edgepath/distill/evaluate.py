@@ -113,9 +113,9 @@ def write_student(
     entries (what the recipe's finalisation recorded)."""
     from safetensors.torch import save_file
 
-    from edgepath.artifact import save_encoder
     from edgepath.cards import to_dict
     from edgepath.io import atomic_path, write_text_atomic
+    from edgepath.models.artifact import save_encoder
     from edgepath.models.encoder import Encoder
 
     fid = evaluate(ema, teachers, source, card)
@@ -127,7 +127,7 @@ def write_student(
     teacher_info = [
         {
             "card": t.card.name,
-            "sha256": t.info.get("sha256"),
+            "sha256": t.model.sha256,
             "stand_in": bool(t.card.stand_in),
             "weight": t.weight,
             "embedding": to_dict(t.card.embedding),
@@ -151,7 +151,7 @@ def write_student(
         ),
         teacher=teacher_info[0],
         teachers=teacher_info,
-        parent={"path": f"teacher:{t0.card.name}", "sha256": t0.info.get("sha256")},
+        parent={"path": f"teacher:{t0.card.name}", "sha256": t0.model.sha256},
         recipe=card.recipe,
         recipe_card=to_dict(card),
         steps=card.train.steps,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +12,19 @@ from edgepath.distill.views import resize
 from edgepath.models.cards import TeacherCard
 from edgepath.models.encoder import Encoder, Tokens
 from edgepath.models.preprocess import standardize
+from edgepath.models.resolver import ModelHandle
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Teacher:
-    """One loaded teacher: encoder, card, provenance (``sha256``, ``random_weights``), weight."""
+    """One loaded teacher: encoder, card, resolved model (identity ``sha256``, ``random_weights``),
+    weight."""
 
     encoder: Encoder
     card: TeacherCard
-    info: dict[str, Any]
+    model: ModelHandle
     weight: float = 1.0
 
     @property
@@ -63,25 +64,25 @@ def load_teachers(
     """Load the recipe's teachers (``TeacherRef``s), frozen, in eval mode, on ``device``.
 
     ``random_weights``: a teacher without weights gets seeded random ones (speed measurements;
-    ``info["random_weights"]`` says so).
+    ``model.random_weights`` says so).
     """
-    from edgepath.models import load_model
+    from edgepath.models import resolve
     from edgepath.models.loading import as_card
 
     out = []
     for ref in refs:
         card = as_card(ref.card)
-        enc, info = load_model(card, weights=ref.weights or None, random_weights=random_weights)
-        enc = enc.eval().to(device)
+        model = resolve(card, weights=ref.weights or None, random_weights=random_weights)
+        enc = model.require_encoder().eval().to(device)
         for p in enc.parameters():
             p.requires_grad_(False)
         log.info(
             "teacher %s (%s)%s",
             card.name,
-            info.get("sha256", "")[:12],
-            " stand-in" if card.stand_in else (" random weights" if info["random_weights"] else ""),
+            model.sha256[:12],
+            " stand-in" if card.stand_in else (" random weights" if model.random_weights else ""),
         )
-        out.append(Teacher(enc, card, info, ref.weight))
+        out.append(Teacher(enc, card, model, ref.weight))
     return out
 
 

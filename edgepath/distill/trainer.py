@@ -491,7 +491,7 @@ def _open_cache(
 
     key = {
         "recipe": card.recipe,
-        "teachers": [{"card": to_dict(t.card), "sha256": t.info.get("sha256")} for t in teachers],
+        "teachers": [{"card": to_dict(t.card), "sha256": t.model.sha256} for t in teachers],
         "views": to_dict(card.views),
         "seed": card.train.seed,
         "tiling": source.fingerprint(),

@@ -80,15 +80,15 @@ def measure(
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the measurement (JSON with --json)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vit-s14", help="anything load_model takes")
+    ap.add_argument("--model", default="vit-s14", help="anything edgepath.models.resolve takes")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from edgepath.models import load_model
+    from edgepath.models import resolve
 
-    encoder, _ = load_model(args.model)
+    encoder = resolve(args.model).require_encoder()
     result = measure(encoder, batch=args.batch, repeats=args.repeats, threads=args.threads)
     result["model"] = args.model
     if args.json:

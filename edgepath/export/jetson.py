@@ -128,6 +128,15 @@ def _how(precision: str, major: int) -> str:
     return f"{how}; {typing}"
 
 
+def _write_verification(folder: Path, tiles: np.ndarray, reference: np.ndarray) -> None:
+    """The bundle's ``verify.py`` and the real tiles + reference embeddings it checks against."""
+    verify_src = Path(__file__).with_name("bundle_verify.py").read_text()
+    write_text_atomic(folder / FILES["verify"], verify_src)
+    for key, arr in (("tiles", tiles), ("reference", reference)):
+        with atomic_path(folder / FILES[key], suffix=".npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
+
+
 def write_bundle(
     folder: Path,
     *,
@@ -180,11 +189,7 @@ def write_bundle(
     script = folder / FILES["build_script"]
     write_text_atomic(script, text)
     script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    verify_src = Path(__file__).with_name("bundle_verify.py").read_text()
-    write_text_atomic(folder / FILES["verify"], verify_src)
-    for key, arr in (("tiles", tiles), ("reference", reference)):
-        with atomic_path(folder / FILES[key], suffix=".npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
+    _write_verification(folder, tiles, reference)
     jet = target.jetson
     if jet is None:  # resolve_jetpack already refused non-Jetson targets
         raise ConfigError(f"--target {target.name} is not a Jetson target")

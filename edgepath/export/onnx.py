@@ -128,39 +128,53 @@ def export_onnx(
         exporter = "torchscript" if opset == 17 and _has_torchscript_exporter() else "dynamo"
     with atomic_path(path, suffix=".onnx") as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter; parity is checked
-        if exporter == "torchscript":
-            torch.onnx.export(
-                module,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[in_name],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=(
-                    {in_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if batch_dynamic else None
-                ),
-                do_constant_folding=True,
-            )
-        else:
-            dims = {0: torch.export.Dim("batch", min=1, max=4096)} if batch_dynamic else None
-            arg = "tiles" if fuse_preprocess else "x"
-            with contextlib.redirect_stdout(sys.stderr):  # its progress lines: keep --json clean
-                program = torch.onnx.export(
-                    module,
-                    (example,),
-                    dynamo=True,
-                    opset_version=max(opset, 18),
-                    input_names=[in_name],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes={arg: dims} if dims else None,
-                    optimize=True,
-                    verbose=False,
-                )
-            program.save(str(tmp), external_data=False)
+        _EXPORTERS[exporter](
+            module, example, tmp, opset=opset, in_name=in_name, dynamic=batch_dynamic
+        )
         _finalize_graph(tmp, encoder, batch_dynamic=batch_dynamic)
     log.info("exported %s (opset %d, %s exporter)", path, opset, exporter)
     return path
+
+
+def _torchscript(module, example, tmp: Path, *, opset: int, in_name: str, dynamic: bool) -> None:
+    """The tracer (``torch.onnx.export(dynamo=False)``): emits opset 17 natively."""
+    import torch
+
+    torch.onnx.export(
+        module,
+        (example,),
+        str(tmp),
+        dynamo=False,
+        opset_version=opset,
+        input_names=[in_name],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={in_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None,
+        do_constant_folding=True,
+    )
+
+
+def _dynamo(module, example, tmp: Path, *, opset: int, in_name: str, dynamic: bool) -> None:
+    """``torch.export`` based (``torch.onnx.export(dynamo=True)``): emits opset >= 18."""
+    import torch
+
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)} if dynamic else None
+    arg = "tiles" if in_name == INPUT_NAME_UINT8 else "x"  # the module's forward argument
+    with contextlib.redirect_stdout(sys.stderr):  # its progress lines: keep --json clean
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=[in_name],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={arg: dims} if dims else None,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(tmp), external_data=False)
+
+
+_EXPORTERS = {"torchscript": _torchscript, "dynamo": _dynamo}
 
 
 def _has_torchscript_exporter() -> bool:

@@ -48,60 +48,42 @@ class Source:
 
 
 def open_source(ref: str | os.PathLike[str]) -> Source:
-    """Open what ``ref`` names: an artifact folder (student, quantized, export) or a model name."""
-    from edgepath.artifact import (
-        is_artifact,
-        manifest_spec,
-        read_manifest,
-        require_ok,
-        weights_sha256,
-    )
+    """Open what ``ref`` names (``edgepath.models.resolve``): an artifact folder (student,
+    quantized, export), a teacher card or ``student[@mpp]``."""
+    from edgepath.models import resolve
+    from edgepath.models.artifact import require_ok
     from edgepath.runtime import artifact_files, open_engine
 
-    if is_artifact(ref):
-        folder = Path(ref)
-        manifest = read_manifest(folder)
-        require_ok(folder, manifest, action="export")
-        spec = manifest_spec(folder, manifest)
-        label = str(manifest.get("precision", "fp32"))
-        files = artifact_files(folder, manifest)
-        parent = {"path": str(folder.resolve()), "sha256": weights_sha256(folder, manifest)}
-        common = {
-            "name": str(manifest.get("name", folder.name)),
-            "spec": spec,
-            "precision": normalize_precision(label),
-            "precision_label": label,
-            "parent": parent,
-            "fidelity": manifest.get("fidelity"),
-            "random_weights": bool(manifest.get("random_weights", False)),
-        }
-        if "torch" in files:
-            from edgepath.artifact import load_encoder
-
-            encoder = load_encoder(folder)
-            return Source(**common, reference=open_engine(encoder, engine="torch"), encoder=encoder)
-        onnx = files.get("onnxruntime")
-        ir = files.get("openvino") if files.get("openvino", Path()).suffix == ".xml" else None
-        if onnx is None and ir is None:
-            raise ArtifactError(
-                f"{folder}: no ONNX, IR or torch weights to export; re-create the artifact"
-            )
-        reference = open_engine(folder, engine="onnxruntime" if onnx else "openvino")
-        return Source(**common, reference=reference, onnx=onnx, ir=ir)
-    from edgepath.models import load_model
-    from edgepath.runtime import open_engine
-
-    encoder, info = load_model(str(ref))
-    return Source(
-        name=str(info.get("name", ref)),
-        spec=encoder.spec,
-        precision="fp32",
-        precision_label="fp32",
-        reference=open_engine(encoder, engine="torch"),
-        encoder=encoder,
-        parent={"path": str(ref), "sha256": info.get("sha256")},
-        random_weights=bool(info.get("random_weights", False)),
-    )
+    model = resolve(ref)
+    manifest = model.manifest
+    if model.folder is not None:
+        require_ok(model.folder, manifest, action="export")
+    label = str(manifest.get("precision", "fp32"))
+    common = {
+        "name": model.name,
+        "spec": model.spec,
+        "precision": normalize_precision(label),
+        "precision_label": label,
+        "parent": {
+            "path": str(model.folder.resolve()) if model.folder is not None else str(ref),
+            "sha256": model.sha256,
+        },
+        "fidelity": manifest.get("fidelity"),
+        "random_weights": model.random_weights,
+    }
+    if model.has_torch_weights:
+        encoder = model.require_encoder()
+        return Source(**common, reference=open_engine(encoder, engine="torch"), encoder=encoder)
+    assert model.folder is not None  # only artifacts lack torch weights
+    files = artifact_files(model.folder, manifest)
+    onnx = files.get("onnxruntime")
+    ir = files.get("openvino") if files.get("openvino", Path()).suffix == ".xml" else None
+    if onnx is None and ir is None:
+        raise ArtifactError(
+            f"{model.folder}: no ONNX, IR or torch weights to export; re-create the artifact"
+        )
+    reference = open_engine(model, engine="onnxruntime" if onnx else "openvino")
+    return Source(**common, reference=reference, onnx=onnx, ir=ir)
 
 
 def _settle_precision(target: ExportTarget, source: Source, precision: str | None) -> str:
@@ -281,7 +263,7 @@ def _export_into(
     fuse: bool,
 ) -> dict[str, Any]:
     """Write the target's files into ``stage`` (by the format's exporter), then the manifest."""
-    from edgepath.artifact import new_manifest, write_manifest
+    from edgepath.models.artifact import new_manifest, write_manifest
 
     tiles = parity_tiles(source.spec.input.tile_px, n=t.verify_tiles)
     job = _Job(

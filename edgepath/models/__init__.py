@@ -1,15 +1,19 @@
-"""Teachers, students and artifacts behind one ``Encoder`` interface (torch imported lazily)."""
+"""Teachers, students and artifacts behind one ``Encoder`` interface (torch imported lazily).
+
+``resolve(ref)`` turns any model reference into a ``ModelHandle`` (see ``edgepath.models.resolver``).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgepath.models.cards import TeacherCard
     from edgepath.models.encoder import Encoder
+    from edgepath.models.resolver import ModelHandle
 
-__all__ = ["load_model", "load_teacher"]
+__all__ = ["load_teacher", "resolve"]
 
 
 def load_teacher(
@@ -24,16 +28,16 @@ def load_teacher(
     return _load(card, weights=weights, random_weights=random_weights)
 
 
-def load_model(
+def resolve(
     ref: str | os.PathLike[str] | TeacherCard,
     *,
     weights: str | os.PathLike[str] | None = None,
     random_weights: bool = False,
-) -> tuple[Encoder, dict[str, Any]]:
-    """Artifact folder, teacher card or student name -> ``(Encoder, info)``.
+) -> ModelHandle:
+    """Artifact folder, teacher card or ``student[@mpp]`` -> ``ModelHandle``.
 
-    See ``edgepath.models.loading.load_model``.
+    See ``edgepath.models.resolver.resolve``.
     """
-    from edgepath.models.loading import load_model as _load
+    from edgepath.models.resolver import resolve as _resolve
 
-    return _load(ref, weights=weights, random_weights=random_weights)
+    return _resolve(ref, weights=weights, random_weights=random_weights)

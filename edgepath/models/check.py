@@ -88,7 +88,8 @@ def check_teacher(
     import torch
 
     from edgepath.models.encoder import to_tensor
-    from edgepath.models.loading import as_card, load_model
+    from edgepath.models.loading import as_card
+    from edgepath.models.resolver import resolve
 
     card = as_card(card)
     try:
@@ -98,7 +99,8 @@ def check_teacher(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: no CUDA GPU here; use --device cpu")
     t0 = time.perf_counter()
-    enc, info = load_model(card, weights=weights, random_weights=random_weights)
+    model = resolve(card, weights=weights, random_weights=random_weights)
+    enc = model.require_encoder()
     t1 = time.perf_counter()
     x = to_tensor(sample_tile(card.input.tile_px), card.spec)
     with torch.inference_mode():
@@ -113,10 +115,11 @@ def check_teacher(
         "finite": finite,
         "norm": float(emb.norm()),
         "mean": float(emb.mean()),
-        "random_weights": bool(info["random_weights"]),
+        "random_weights": model.random_weights,
         "stand_in": card.stand_in,
-        "weights_sha256": info["sha256"],
-        "files": info.get("files", []),
+        "weights_sha256": model.weights_sha256,
+        "sha256": model.sha256,
+        "files": list(model.files),
         "load_seconds": round(t1 - t0, 3),
         "embed_seconds": round(t2 - t1, 3),
         "device": device,

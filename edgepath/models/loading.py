@@ -10,8 +10,6 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepath.errors import ConfigError
-
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Input spec of a bare student name (``load_model("vit-s14")``): 224 px at 0.5 mpp, ImageNet
+#: Input spec of a bare student name (``resolve("vit-s14")``): 224 px at 0.5 mpp, ImageNet
 #: mean/std. Distilled students carry their teacher's input spec in their manifest instead.
 DEFAULT_STUDENT_INPUT = (224, 0.5, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -122,9 +120,11 @@ def state_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _teacher(
+def load_teacher_weights(
     card: TeacherCard, *, weights: str | os.PathLike[str] | None, random_weights: bool
-) -> tuple[Encoder, dict[str, Any]]:
+) -> tuple[Encoder, bool, str, list[Path]]:
+    """A teacher's ``Encoder`` and its provenance: ``(encoder, random_weights, weights_sha256,
+    files)``. Stand-ins and ``random_weights`` get seeded random weights (hashed by tensor)."""
     from edgepath.models.encoder import Encoder
     from edgepath.models.weights import locate, read_checkpoint
 
@@ -138,7 +138,7 @@ def _teacher(
                 card.name,
                 "stand-in" if card.stand_in else "random_weights=True",
             )
-            return enc, {"random_weights": True, "sha256": state_sha256(enc), "files": []}
+            return enc, True, state_sha256(enc), []
     paths = locate(card, weights)
     log.info("loading %s from %s", card.name, ", ".join(map(str, paths)))
     backbone = _empty_backbone(card.spec)
@@ -150,12 +150,7 @@ def _teacher(
         prefix=card.weights.strip_prefix,
         what=f"teacher '{card.name}' ({card.architecture.name})",
     )
-    enc = Encoder(backbone, card.spec).eval()
-    return enc, {
-        "random_weights": False,
-        "sha256": files_sha256(paths),
-        "files": [str(p) for p in paths],
-    }
+    return Encoder(backbone, card.spec).eval(), False, files_sha256(paths), list(paths)
 
 
 def load_teacher(
@@ -177,7 +172,7 @@ def load_teacher(
         MissingWeightsError: No weights found offline (the message says where to put them).
         WeightsMismatchError: A checkpoint whose keys do not match the card.
     """
-    return _teacher(as_card(card), weights=weights, random_weights=random_weights)[0]
+    return load_teacher_weights(as_card(card), weights=weights, random_weights=random_weights)[0]
 
 
 def student_input(**overrides: Any) -> InputSpec:
@@ -186,73 +181,3 @@ def student_input(**overrides: Any) -> InputSpec:
 
     tile_px, mpp, mean, std = DEFAULT_STUDENT_INPUT
     return InputSpec(**{"tile_px": tile_px, "mpp": mpp, "mean": mean, "std": std, **overrides})
-
-
-def load_model(
-    ref: str | os.PathLike[str] | TeacherCard,
-    *,
-    weights: str | os.PathLike[str] | None = None,
-    random_weights: bool = False,
-) -> tuple[Encoder, dict[str, Any]]:
-    """Any model edgepath knows, as an ``Encoder`` plus where it came from.
-
-    Args:
-        ref: An artifact folder (torch weights), a teacher card name / path / ``TeacherCard``,
-            or a student name (``vit-s14``; seeded random weights unless ``weights`` is given).
-        weights: Checkpoint for a teacher or a student name (ignored for artifacts).
-        random_weights: Seeded random weights for a teacher.
-
-    Returns:
-        ``(encoder, info)`` with info keys ``name``, ``source`` (``artifact`` / ``teacher`` /
-        ``student``), ``random_weights``, ``sha256`` (and ``files``, ``stand_in``).
-    """
-    from edgepath import artifact
-    from edgepath.models.cards import TeacherCard
-    from edgepath.models.students import STUDENTS, student_spec
-
-    if not isinstance(ref, TeacherCard):
-        path = Path(ref)
-        if path.is_dir() and artifact.is_artifact(path):
-            manifest = artifact.read_manifest(path)
-            enc = artifact.load_encoder(path)
-            return enc, {
-                "name": str(manifest.get("name", path.name)),
-                "source": "artifact",
-                "random_weights": False,
-                "sha256": artifact.weights_sha256(path, manifest),
-                "files": [str(path / f) for f in manifest.get("files", {}).values()],
-                "stand_in": bool(manifest.get("stand_in", False)),
-            }
-        if str(ref) in STUDENTS:
-            name = str(ref)
-            enc = random_encoder(student_spec(name, input=student_input()), seed=seed_for(name))
-            info: dict[str, Any] = {"name": name, "source": "student", "stand_in": False}
-            if weights is not None:
-                from edgepath.models.weights import read_checkpoint, resolve_local
-
-                paths = resolve_local(weights)
-                load_state(
-                    enc.backbone,
-                    read_checkpoint(paths),
-                    source=str(weights),
-                    what=f"student '{name}'",
-                )
-                info.update(
-                    random_weights=False, sha256=files_sha256(paths), files=[str(p) for p in paths]
-                )
-            else:
-                info.update(random_weights=True, sha256=state_sha256(enc), files=[])
-            return enc.eval(), info
-        if path.is_dir():
-            artifact.read_manifest(path)  # raises the "not an artifact" message
-    try:
-        card = as_card(ref)
-    except ConfigError as exc:
-        if isinstance(ref, TeacherCard) or str(ref).endswith(".toml"):
-            raise
-        raise ConfigError(
-            f"'{ref}' is not an artifact folder, a teacher card or a student name "
-            f"({', '.join(STUDENTS)}); {exc}"
-        ) from None
-    enc, info = _teacher(card, weights=weights, random_weights=random_weights)
-    return enc, {"name": card.name, "source": "teacher", "stand_in": card.stand_in, **info}

@@ -116,7 +116,7 @@ class HistoFeatureTeacher(nn.Module):
         self.cls_proj = nn.Parameter(torch.randn(2 * c, embed_dim, generator=g) / math.sqrt(2 * c))
         self.cls_bias = nn.Parameter(0.5 * torch.randn(embed_dim, generator=g))
         # Ruifrok & Johnston (2001) colour deconvolution, the matrix of scikit-image's rgb2hed
-        from edgepath.bench.domains import HED_FROM_RGB
+        from edgepath.colour import HED_FROM_RGB
 
         # constants kept in the state dict, so the weights hash a teacher cache checks covers them
         self.register_buffer("hed_from_rgb", torch.tensor(HED_FROM_RGB, dtype=torch.float32))

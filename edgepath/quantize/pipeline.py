@@ -16,19 +16,24 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgepath import artifact, cards
+from edgepath import cards
 from edgepath.errors import ConfigError
+from edgepath.eval.machine import describe
 from edgepath.io import sha256_file
+from edgepath.models import artifact
 from edgepath.models.preprocess import normalize
 from edgepath.quantize import gate as gatelib
 from edgepath.quantize import nncf_ptq
 from edgepath.quantize.calibration import TileSet, sample_calibration
 from edgepath.quantize.presets import ENGINE_OF, QuantizePreset
-from edgepath.quantize.speed import machine, measure
+from edgepath.quantize.speed import measure
+
+if TYPE_CHECKING:
+    from edgepath.models.resolver import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +132,7 @@ def quantize_model(
     """Quantize a model and write the gated artifact.
 
     Args:
-        model: A student artifact folder, teacher card or student name (``load_model``).
+        model: A student artifact folder, teacher card or ``student[@mpp]`` (``models.resolve``).
         preset: A ``quantize`` card name / path, or a loaded preset.
         calib: Slides, tile images or folders to sample calibration and held-out tiles from.
         out: The artifact folder to write.
@@ -142,7 +147,7 @@ def quantize_model(
         The manifest written; ``manifest["status"]`` is ``failed`` when the gate did not pass
         (the caller must then exit non-zero).
     """
-    from edgepath.models import load_model
+    from edgepath.models import resolve
 
     step = on_step or (lambda s: log.info("%s", s))
     p = preset if isinstance(preset, QuantizePreset) else cards.load("quantize", preset)
@@ -153,7 +158,8 @@ def quantize_model(
     out = Path(out)
 
     step("loading the float model")
-    encoder, info = load_model(model)
+    source = resolve(model)
+    encoder = source.require_encoder()
     step(f"sampling {n_calib} calibration + {n_held} held-out tiles")
     data = _sample(encoder, calib, n_calib, n_held, seed=seed, accuracy_control=accuracy_control)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +179,7 @@ def quantize_model(
         names=names,
         out=out,
         model=str(model),
-        info=info,
+        source=source,
         cal=data.cal,
         held=data.held,
         accuracy_control=accuracy_control,
@@ -358,7 +364,7 @@ def _robustness(
     encoder: Any, q_file: Path, spec: Any, p: QuantizePreset, *, threads: int | None
 ) -> tuple[float, float]:
     """Synthetic stain/scanner robustness scores of the float and the quantized model."""
-    from edgepath.bench.robustness import synthetic_robustness
+    from edgepath.eval.robustness import synthetic_robustness
     from edgepath.runtime.torch_engine import TorchEngine
 
     n = p.gate.robustness_tiles
@@ -381,7 +387,7 @@ def _manifest(
     names: list[str],
     out: Path,
     model: str,
-    info: dict[str, Any],
+    source: ModelHandle,
     cal: TileSet,
     held: TileSet,
     accuracy_control: bool,
@@ -399,15 +405,15 @@ def _manifest(
     return artifact.new_manifest(
         "quantized",
         spec,
-        name=f"{info.get('name', Path(model).name)}-{p.name}",
+        name=f"{source.name}-{p.name}",
         precision=p.precision,
         engine=ENGINE_OF[chosen],
         files=files,
         sha256=sha256_file(out / names[0]),
         status="ok" if verdict.passed else "failed",
-        stand_in=bool(info.get("stand_in", False)),
-        random_weights=bool(info.get("random_weights", False)),
-        parent={"path": model, "sha256": info.get("sha256"), "source": info.get("source")},
+        stand_in=source.stand_in,
+        random_weights=source.random_weights,
+        parent={"path": model, "sha256": source.sha256, "source": source.source},
         preset=cards.to_dict(p),
         scheme={
             "scheme": p.scheme,
@@ -440,7 +446,7 @@ def _manifest(
             "against": "float (torch) parent on held-out tiles",
         },
         gate=verdict.to_dict(),
-        speed={"machine": machine(), "backends": {b: r["speed"] for b, r in results.items()}},
+        speed={"machine": describe(), "backends": {b: r["speed"] for b, r in results.items()}},
         candidates={
             b: {"gate": r["gate"].to_dict(), "speed": r["speed"]} for b, r in results.items()
         },

@@ -41,25 +41,3 @@ def measure(
         med = float(np.median(ts))
         out[k] = {"tiles_per_s": len(x) / med, "ms_per_batch": 1000 * med}
     return out
-
-
-def machine() -> dict[str, Any]:
-    """The CPU this was measured on (model name, cores, ISA features that matter for INT8)."""
-    import os
-    import platform
-
-    info: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        flags = next((ln for ln in text.splitlines() if ln.startswith("flags")), "").split()
-        info["int8_isa"] = [
-            f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags
-        ]
-    except OSError:  # not Linux
-        info["cpu"] = platform.processor()
-    return info

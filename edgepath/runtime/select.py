@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepath.errors import ArtifactError, ConfigError, MissingDependencyError
+from edgepath.models.artifact import NON_MODEL_ROLES
 from edgepath.runtime.base import Engine
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,10 @@ def available_engines() -> list[str]:
     return [e for e in order if e in found]
 
 
-_NON_MODEL_ROLES = frozenset(
-    {"heads", "recipe", "tiles", "reference", "build_script", "verify", "config", "log"}
-)
-
-
 def artifact_files(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
     """The model files of an artifact by engine that can run them (existing files only)."""
     # Only model files: a distilled student also lists its training heads and recipe.
-    roles = {k: v for k, v in manifest.get("files", {}).items() if k not in _NON_MODEL_ROLES}
+    roles = {k: v for k, v in manifest.get("files", {}).items() if k not in NON_MODEL_ROLES}
     files = [folder / str(f) for f in roles.values()]
     out: dict[str, Path] = {}
     for engine, suffixes in SUFFIXES.items():
@@ -96,8 +92,8 @@ def open_engine(
     """Open a model on an engine.
 
     Args:
-        ref: An artifact folder (its manifest names the files), an ``Encoder``, or anything
-            ``edgepath.models.load_model`` takes (teacher card, student name).
+        ref: A ``ModelHandle`` (``edgepath.models.resolve``), an ``Encoder``, or any reference
+            ``resolve`` takes (artifact folder, teacher card, ``student[@mpp]``).
         engine: ``auto`` (the fastest installed engine that can run the artifact's files),
             ``torch``, ``onnxruntime``, ``openvino`` or ``tensorrt``.
         threads: Intra-op threads.
@@ -111,35 +107,21 @@ def open_engine(
         ConfigError: Unknown engine, or an engine that cannot run this artifact.
         MissingDependencyError: The engine's runtime is not installed.
     """
+    from edgepath.models.resolver import ModelHandle, resolve
+
     if engine != "auto" and engine not in ENGINES:
         raise ConfigError(
             f"unknown engine '{engine}'; expected auto or one of: {', '.join(ENGINES)}"
         )
     if engine != "auto" and not _installed(engine):
         raise MissingDependencyError(engine, _EXTRAS[engine], purpose=f"--engine {engine}")
-    from edgepath.artifact import is_artifact
-
     torch_opts = {"precision": precision or "fp32", "compile": compile}
     if hasattr(ref, "forward_tokens") and hasattr(ref, "spec"):  # an Encoder
         return _torch(ref, engine, threads=threads, device=device, **torch_opts)
-    if isinstance(ref, str | Path) and is_artifact(ref):
-        return _open_artifact(
-            Path(ref),
-            engine,
-            threads=threads,
-            device=device,
-            torch_precision=precision or "fp32",
-            compile=compile,
-        )
-    if isinstance(ref, str | Path) and Path(ref).is_dir():
-        raise ArtifactError(
-            f"{ref}: not an edgepath artifact (no edgepath.json); pass a folder written by "
-            "edgepath distill/quantize/export"
-        )
-    from edgepath.models import load_model
-
-    encoder, _ = load_model(ref)
-    return _torch(encoder, engine, threads=threads, device=device, **torch_opts)
+    model = ref if isinstance(ref, ModelHandle) else resolve(ref)
+    if model.folder is not None:
+        return _open_artifact(model, engine, threads=threads, device=device, **torch_opts)
+    return _torch(model.encoder, engine, threads=threads, device=device, **torch_opts)
 
 
 def _torch(encoder: Any, engine: str, *, threads: int | None, device: str | None, **opts) -> Engine:
@@ -181,19 +163,18 @@ def _auto_engine(
 
 
 def _open_artifact(
-    folder: Path,
+    model: Any,
     engine: str,
     *,
     threads: int | None,
     device: str | None,
-    torch_precision: str = "fp32",
+    precision: str = "fp32",
     compile: bool = False,
 ) -> Engine:
-    from edgepath.artifact import manifest_spec, read_manifest, require_ok
+    from edgepath.models.artifact import require_ok
 
-    manifest = read_manifest(folder)
+    folder, manifest, spec, torch_precision = model.folder, model.manifest, model.spec, precision
     require_ok(folder, manifest, action="run")
-    spec = manifest_spec(folder, manifest)
     precision = str(manifest.get("precision", "fp32"))
     runnable = artifact_files(folder, manifest)
     if not runnable:
@@ -213,11 +194,10 @@ def _open_artifact(
     path = runnable[engine]
     log.info("opening %s with %s", path, engine)
     if engine == "torch":
-        from edgepath.artifact import load_encoder
         from edgepath.runtime.torch_engine import TorchEngine
 
         return TorchEngine(
-            load_encoder(folder),
+            model.require_encoder(),
             threads=threads,
             device=device,
             precision=torch_precision,

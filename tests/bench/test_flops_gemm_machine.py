@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgepath.bench import flops, gemm, machine
+from edgepath.bench import flops, gemm
+from edgepath.eval import machine
 from edgepath.models.cards import Architecture, EmbeddingSpec, EncoderSpec, InputSpec, TokenLayout
 from edgepath.models.students import student_spec
 

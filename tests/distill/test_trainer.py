@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgepath.artifact import load_encoder, read_manifest
 from edgepath.distill.recipe import load_recipe
 from edgepath.distill.trainer import distill
 from edgepath.errors import ConfigError
+from edgepath.models.artifact import load_encoder, read_manifest
 
 from .conftest import TINY, XMAG_SAMPLE
 

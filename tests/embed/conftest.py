@@ -20,12 +20,12 @@ def wait_for(cond, timeout: float, what: str, *, poll: float = 0.02) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """``vit-test14`` (random seeded weights) saved as an artifact with ``model.onnx``."""
-    from edgepath.artifact import save_encoder, write_manifest
     from edgepath.export.onnx import export_onnx
-    from edgepath.models import load_model
+    from edgepath.models import resolve
+    from edgepath.models.artifact import save_encoder, write_manifest
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
-    enc, _ = load_model("vit-test14")
+    enc = resolve("vit-test14").encoder
     manifest = save_encoder(folder, enc, kind="student", name="vit-test14")
     export_onnx(enc, folder / "model.onnx")
     manifest["files"]["onnx"] = "model.onnx"

@@ -16,7 +16,7 @@ def _direct(model_dir, slide, coords):
     """Embed the tiles at ``coords`` with the torch model directly (the reference)."""
     import torch
 
-    from edgepath.artifact import load_encoder
+    from edgepath.models.artifact import load_encoder
     from edgepath.models.encoder import to_tensor
     from edgepath.slides import open_slide
 
@@ -65,6 +65,44 @@ def test_sample_slide_matches_direct_embedding(run_cli, tiny_model, sample_slide
     assert a["level0_tile_size"] == pytest.approx(224 * 0.5 / 0.499, rel=1e-3)
     assert a["model_sha256"] and a["key"] and a["edgepath_version"]
     assert sorted(p.name for p in out.iterdir()) == ["cmu-1-small-region.h5"]
+
+
+def test_model_hash_is_the_child_manifests_parent_hash(run_cli, tiny_model, sample_slide, tmp_path):
+    """One identity per model: the hash a feature file records for a model is the one an
+    artifact made from it records as its parent's (both from ``edgepath.models.resolve``)."""
+    from edgepath.export.run import export
+
+    code, _, err = run_cli(
+        "embed", str(tiny_model), str(sample_slide), "-o", str(tmp_path / "f"), "--workers", "1"
+    )
+    assert code == 0, err
+    feature_hash = read_features(tmp_path / "f" / "cmu-1-small-region.h5").attrs["model_sha256"]
+    child = export(tiny_model, target="onnx", out=tmp_path / "exported")
+    assert child["parent"]["sha256"] == feature_hash and len(feature_hash) == 64
+
+
+def test_editing_a_manifests_spec_changes_the_model_identity(tiny_model, tmp_path):
+    """The identity covers what changes the output: weights and the manifest's spec. A copy
+    whose mpp was edited (spec and its top-level copy) is another model; editing only the
+    top-level copy is refused as an inconsistent manifest."""
+    import shutil
+
+    from edgepath.errors import ArtifactError
+    from edgepath.models import resolve
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    assert resolve(copy).sha256 == resolve(tiny_model).sha256  # same files, same identity
+    manifest = json.loads((copy / "edgepath.json").read_text())
+    manifest["input"]["mpp"] = 2.0
+    (copy / "edgepath.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="disagrees with 'spec.input'"):
+        resolve(copy)
+    manifest["spec"]["input"]["mpp"] = 2.0
+    (copy / "edgepath.json").write_text(json.dumps(manifest))
+    edited = resolve(copy)
+    assert edited.mpp == 2.0 and edited.sha256 != resolve(tiny_model).sha256
+    assert edited.weights_sha256 == resolve(tiny_model).weights_sha256
 
 
 def test_resume_force_and_workers_agree(run_cli, tiny_model, slides_dir, tmp_path):

@@ -22,7 +22,7 @@ def synthetic(tmp_path_factory):
 def test_synthetic_slide_on_both_engines(run_cli, tiny_model, synthetic, tmp_path):
     import torch
 
-    from edgepath.artifact import load_encoder
+    from edgepath.models.artifact import load_encoder
     from edgepath.models.encoder import to_tensor
     from edgepath.slides import open_slide, read_coords
 

@@ -78,8 +78,8 @@ def _weight_only_qdq(src: Path, dst: Path) -> None:
 @pytest.fixture(scope="session")
 def quantized_artifact(tiny_encoder, tmp_path_factory) -> Path:
     """A ``kind = quantized`` artifact as the quantize stage writes it: QDQ ``model.onnx``."""
-    from edgepath.artifact import new_manifest, write_manifest
     from edgepath.export.onnx import export_onnx
+    from edgepath.models.artifact import new_manifest, write_manifest
 
     folder = tmp_path_factory.mktemp("quantized")
     fp32 = export_onnx(tiny_encoder, folder / "fp32.onnx")

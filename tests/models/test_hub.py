@@ -48,10 +48,11 @@ def test_weights_from_the_hf_cache_without_network(card, tmp_path, monkeypatch) 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online, yet the cache must win
     monkeypatch.setattr("huggingface_hub.hf_hub_download", _no_network)
-    from edgepath.models import load_model
+    from edgepath.models import resolve
 
-    enc, info = load_model(card)
-    assert info["files"] == [str(path)]
+    m = resolve(card)
+    enc = m.encoder
+    assert m.files == (str(path),)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(enc(x), src(x))

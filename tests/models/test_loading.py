@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from edgepath import cards
-from edgepath.artifact import save_encoder
 from edgepath.errors import ConfigError, MissingWeightsError
-from edgepath.models import load_model, load_teacher
+from edgepath.models import load_teacher, resolve
+from edgepath.models.artifact import save_encoder
 from edgepath.models.loading import random_encoder
 from edgepath.models.weights import WeightsMismatchError
 
@@ -108,9 +108,10 @@ def test_every_layout_loads_back_strictly(layout, tmp_path, real_card, source, x
 def test_env_var_points_at_weights(tmp_path, real_card, source, x, monkeypatch) -> None:
     path = _write_layout("safetensors", tmp_path, _state(source))
     monkeypatch.setenv("EDGEPATH_WEIGHTS_TINY_REAL", str(path))
-    enc, info = load_model(real_card)
-    assert info["source"] == "teacher" and info["random_weights"] is False
-    assert info["files"] == [str(path)]
+    m = resolve(real_card)
+    enc = m.encoder
+    assert m.source == "teacher" and m.random_weights is False
+    assert m.files == (str(path),)
     with torch.no_grad():
         assert torch.equal(enc(x), source(x))
 
@@ -158,34 +159,37 @@ def test_folder_without_the_card_files_names_what_it_found(real_card, tmp_path) 
 
 
 def test_stand_in_gets_seeded_random_weights(x) -> None:
-    a, info = load_model("tiny-teacher")
-    b = load_teacher("tiny-teacher")
-    assert info["random_weights"] is True and info["stand_in"] is True
+    m = resolve("tiny-teacher")
+    a, b = m.encoder, load_teacher("tiny-teacher")
+    assert m.random_weights is True and m.stand_in is True
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
     assert a.embed_dim == 256 and a(x).shape == (2, 256)
 
 
 def test_student_name_and_artifact_folder(tmp_path, x) -> None:
-    enc, info = load_model("vit-test14")
-    assert info["source"] == "student" and info["random_weights"] is True
+    m = resolve("vit-test14")
+    enc = m.encoder
+    assert m.source == "student" and m.random_weights is True
     save_encoder(tmp_path / "art", enc, name="my-student")
-    again, info2 = load_model(tmp_path / "art")
-    assert info2["source"] == "artifact" and info2["name"] == "my-student"
-    assert len(info2["sha256"]) == 64
+    m2 = resolve(tmp_path / "art")
+    again = m2.encoder
+    assert m2.source == "artifact" and m2.name == "my-student"
+    assert len(m2.sha256) == 64
     with torch.no_grad():
         assert torch.equal(again(x), enc(x))
     # student name + weights file: loads them strictly
     save_file(_state(enc), str(tmp_path / "s.safetensors"))
-    loaded, info3 = load_model("vit-test14", weights=tmp_path / "s.safetensors")
-    assert info3["random_weights"] is False
+    m3 = resolve("vit-test14", weights=tmp_path / "s.safetensors")
+    loaded = m3.encoder
+    assert m3.random_weights is False
     with torch.no_grad():
         assert torch.equal(loaded(x), enc(x))
 
 
 def test_unknown_reference_says_what_is_accepted() -> None:
     with pytest.raises(ConfigError, match="not an artifact folder, a teacher card or a student"):
-        load_model("no-such-model")
+        resolve("no-such-model")
 
 
 def test_unreadable_checkpoints_are_one_line_errors(real_card, tmp_path) -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from edgepath.bench.domains import hed_to_rgb, rgb_to_hed
-from edgepath.models import load_model
+from edgepath.eval.domains import hed_to_rgb, rgb_to_hed
+from edgepath.models import resolve
 from edgepath.models.standin import N_FEATURES, HistoFeatureTeacher
 
 TILES = Path(__file__).resolve().parents[2] / "edgepath" / "data" / "tiles"
@@ -36,20 +36,21 @@ def tiles() -> torch.Tensor:
 
 
 def test_card_builds_with_vit_token_layout(tiles: torch.Tensor) -> None:
-    enc, info = load_model("histo-teacher")
-    assert info["random_weights"] and enc.spec.embedding.dim == 192
+    m = resolve("histo-teacher")
+    enc = m.encoder
+    assert m.random_weights and enc.spec.embedding.dim == 192
     tok = enc.forward_tokens(tiles[:2])
     assert tok.cls.shape == (2, 192) and tok.patches.shape == (2, 14 * 14, 192)
     assert tok.registers.shape[1] == 0
     assert torch.equal(enc(tiles[:2]), tok.cls)  # (raw tiles here: only shapes matter)
-    b, _ = load_model("histo-teacher-b")
+    b = resolve("histo-teacher-b").encoder
     assert b.forward_tokens(tiles[:1]).patches.shape == (1, 7 * 7, 256)
 
 
 def test_card_normalisation_is_undone_before_the_features(tiles: torch.Tensor) -> None:
     """The cards feed H&E-standardised tiles (so students inherit a sane normalisation); the
     encoder must see the same intensities as the bare module on [0, 1] RGB."""
-    enc, _ = load_model("histo-teacher")
+    enc = resolve("histo-teacher").encoder
     mean, std = enc.spec.input.mean, enc.spec.input.std
     assert std != (1.0, 1.0, 1.0), "the card should standardise, not feed raw [0, 1]"
     x = (tiles - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
@@ -130,4 +131,4 @@ def test_bad_card_is_one_config_error(tmp_path: Path, old: str, new: str, messag
     bad = tmp_path / "bad-teacher.toml"
     bad.write_text(card.read_text().replace(old, new))
     with pytest.raises(ConfigError, match=message):
-        load_model(str(bad))
+        resolve(str(bad))

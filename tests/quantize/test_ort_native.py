@@ -38,7 +38,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def x(encoder) -> np.ndarray:
-    from edgepath.bench.domains import base_tiles
+    from edgepath.eval.domains import base_tiles
     from edgepath.runtime import normalize
 
     return normalize(base_tiles(224, n=16, seed=1), encoder.spec).astype(np.float32)

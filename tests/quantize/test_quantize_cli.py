@@ -74,12 +74,14 @@ def test_int8_cpu_measures_both_backends_passes_and_runs(
     assert manifest["fidelity"]["n_tiles"] == 16
 
     # the runtime opens it from the manifest alone and it agrees with the float model
-    from edgepath.models import load_model
+    from edgepath.models import resolve
     from edgepath.quantize.calibration import sample_calibration
     from edgepath.runtime import open_engine
 
     _, held = sample_calibration([sample_slide], tile_px=224, mpp=0.5, n_calib=1, n_heldout=12)
-    with open_engine(out) as q, open_engine(load_model("vit-test14")[0]) as f:
+    parent = resolve("vit-test14")
+    assert manifest["parent"]["sha256"] == parent.sha256  # the one identity (models.resolver)
+    with open_engine(out) as q, open_engine(parent) as f:
         assert q.name == manifest["engine"]
         a, b = q.embed_tiles(held.tiles), f.embed_tiles(held.tiles)
     cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

@@ -57,8 +57,8 @@ def test_engine_rejects_wrong_shapes_and_dtypes(tiny_encoder, tiles) -> None:
 
 
 def _export_artifact(folder: Path, encoder, *, fuse: bool = False) -> Path:
-    from edgepath.artifact import new_manifest, write_manifest
     from edgepath.export.onnx import export_onnx
+    from edgepath.models.artifact import new_manifest, write_manifest
 
     export_onnx(encoder, folder / "model.onnx", fuse_preprocess=fuse)
     manifest = new_manifest("export", encoder.spec, engine="onnxruntime")

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from edgepath.bench import plism
+from edgepath.eval import plism
 
 STAININGS = ["GIV", "GM", "HR"]
 SCANNERS = ["AT2", "P", "S60"]

@@ -27,7 +27,7 @@ def load_tiles(
         max_tiles: At most this many (seeded subset).
         seed: Subset seed.
     """
-    from edgepath.bench.domains import base_tiles
+    from edgepath.eval.domains import base_tiles
 
     if source == "sample":
         tiles = base_tiles(tile_px, n=max_tiles, seed=seed)
@@ -80,7 +80,7 @@ def fidelity_run(
     Both models see the same tiles (resized to each model's tile size). Per-tile raw and centered
     cosines are kept for the report's histograms (only when the dimensions match).
     """
-    from edgepath.bench.embedding import embed_array
+    from edgepath.eval.embedding import embed_array
     from edgepath.metrics import fidelity, rowwise_cosine
 
     if len(tiles) <= 10:

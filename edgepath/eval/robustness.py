@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepath.bench import plism
 from edgepath.errors import ConfigError, SlideReadError
+from edgepath.eval import plism
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def plism_robustness(
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Embed the aligned PLISM tiles of every slide and compute the robustness metrics."""
-    from edgepath.bench.embedding import embed_array
+    from edgepath.eval.embedding import embed_array
 
     slides = find_plism(folder)
     ids = aligned_ids(slides, n_tiles=n_tiles, seed=seed)
@@ -168,8 +168,8 @@ def synthetic_robustness(
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The synthetic domain suite on the shipped real tissue tiles (see ``bench.domains``)."""
-    from edgepath.bench import domains as D
-    from edgepath.bench.embedding import embed_array
+    from edgepath.eval import domains as D
+    from edgepath.eval.embedding import embed_array
 
     tiles = D.base_tiles(base_px, n=n_tiles, seed=seed)
     doms = D.default_domains()
@@ -194,6 +194,6 @@ def synthetic_robustness(
 
 def as_result(res: dict[str, Any], info: dict[str, Any], *, threads: int | None) -> dict[str, Any]:
     """A robustness run as a result row set (``kind`` robustness, model label, machine)."""
-    from edgepath.bench.machine import describe
+    from edgepath.eval.machine import describe
 
     return {"kind": "robustness", "model": info, "machine": describe(threads=threads), **res}

@@ -1,6 +1,6 @@
 """Artifact folders: weights + ``edgepath.json``, the manifest every stage reads and writes.
 
-Manifest keys other stages rely on (see ARCHITECTURE.md):
+Manifest keys other stages rely on (see docs/design.md):
 
 - ``format_version``, ``edgepath_version``, ``created``
 - ``kind``: ``student`` | ``quantized`` | ``export``
@@ -9,7 +9,7 @@ Manifest keys other stages rely on (see ARCHITECTURE.md):
   (copies of ``spec``'s, at top level for users and other tools)
 - ``precision`` (fp32 | fp16 | int8 | fp8-e4m3 | …), ``engine`` (torch | onnxruntime | openvino |
   tensorrt), ``files`` {role: file name}
-- ``parent`` {``path``, ``sha256``}, ``card`` / ``recipe`` / ``preset`` used
+- ``parent`` {``path``, ``sha256``: the parent's identity, ``edgepath.models.resolver``}, ``card`` / ``recipe`` / ``preset`` used
 - ``fidelity`` {``cosine``, ``centered_cosine``, ``knn10_agreement``, ``n_tiles``, ``against``}
 - ``status``: ``ok`` or ``failed`` (a gate that did not pass: never to be used as a good model)
 """
@@ -17,6 +17,7 @@ Manifest keys other stages rely on (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,12 @@ MANIFEST = "edgepath.json"
 FORMAT_VERSION = 1
 KINDS = ("student", "quantized", "export")
 WEIGHTS = "model.safetensors"
+
+#: File roles that do not change the model's output (a distilled student's training heads and
+#: resolved recipe, a bundle's scripts): not model files for the engines, not in the identity.
+NON_MODEL_ROLES = frozenset(
+    {"heads", "recipe", "tiles", "reference", "build_script", "verify", "config", "log"}
+)
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -105,6 +112,13 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     for key in ("format_version", "kind", "spec", "precision"):
         if key not in manifest:
             raise ArtifactError(f"{path}: manifest has no '{key}'; re-create the artifact")
+    for key in ("input", "embedding"):  # top-level copies of the spec's, for other tools
+        if key in manifest and manifest[key] != manifest["spec"].get(key):
+            raise ArtifactError(
+                f"{path}: '{key}' ({manifest[key]}) disagrees with 'spec.{key}' "
+                f"({manifest['spec'].get(key)}); the manifest was edited by hand: restore it, or "
+                "re-create the artifact with the spec it should have"
+            )
     if manifest["format_version"] > FORMAT_VERSION:
         raise ArtifactError(
             f"{path}: manifest format {manifest['format_version']} is newer than this edgepath "
@@ -135,15 +149,28 @@ def manifest_spec(folder: str | Path, manifest: dict[str, Any] | None = None) ->
     return spec_from_dict(manifest["spec"], source=Path(folder) / MANIFEST)
 
 
-def weights_sha256(folder: str | Path, manifest: dict[str, Any] | None = None) -> str:
-    """SHA-256 of the artifact's main file (``files.weights``, else the first file)."""
+def model_files_sha256(folder: str | Path, manifest: dict[str, Any] | None = None) -> str:
+    """SHA-256 over the artifact's model files (every role but ``NON_MODEL_ROLES``, by role).
+
+    Weights, graphs, IR and engine plans count; bundle folders count file by file. This is the
+    weights part of the model identity (``edgepath.models.resolver.identity_sha256``).
+    """
     folder = Path(folder)
     manifest = manifest if manifest is not None else read_manifest(folder)
-    files = manifest.get("files", {})
-    name = files.get("weights") or next(iter(files.values()), None)
-    if name is None:
-        raise ArtifactError(f"{folder}: manifest lists no files; re-create the artifact")
-    return sha256_file(folder / name)
+    roles = {k: v for k, v in manifest.get("files", {}).items() if k not in NON_MODEL_ROLES}
+    if not roles:
+        raise ArtifactError(f"{folder}: manifest lists no model files; re-create the artifact")
+    h = hashlib.sha256()
+    for role, name in sorted(roles.items()):
+        p = folder / str(name)
+        if p.is_file():
+            h.update(f"{role}={sha256_file(p)};".encode())
+        elif p.is_dir():  # bundle folders
+            for q in sorted(x for x in p.rglob("*") if x.is_file()):
+                h.update(f"{role}/{q.relative_to(p).as_posix()}={sha256_file(q)};".encode())
+        else:  # e.g. a Jetson bundle's plan, built later on the device: its absence counts
+            h.update(f"{role}=absent;".encode())
+    return h.hexdigest()
 
 
 def save_encoder(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgepath.bench import domains as D
-from edgepath.bench import robustness
+from edgepath.eval import domains as D
+from edgepath.eval import robustness
 
 SLIDES = {  # staining_scanner -> a transform standing in for that staining / scanner
     "GM_AT2": lambda t, r: t,

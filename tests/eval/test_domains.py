@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepath.bench import domains as D
-from edgepath.bench.plism import pair_group
+from edgepath.eval import domains as D
+from edgepath.eval.plism import pair_group
 
 
 def test_colour_spaces_round_trip() -> None:
