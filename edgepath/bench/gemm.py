@@ -24,6 +24,7 @@ The ceiling is the FLOP-weighted rate over the shapes: Σ flops / Σ time.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -82,17 +83,37 @@ def _time(
     min_time: float,
     sync: Callable[[], Any] | None = None,
 ) -> float:
-    """Median seconds of one call (each sample loops until ``min_time`` has passed).
+    """Median seconds of one call (each sample runs enough calls to last ``min_time``).
 
-    ``sync`` (a device synchronisation) runs before each sample's clock starts and before it
-    stops, so asynchronous launches are counted once they have finished.
+    On the host (``sync`` None) a sample loops until ``min_time`` has passed. On an asynchronous
+    device (``sync``: its synchronisation) a loop on the host clock measures only how fast calls
+    are *queued*: it keeps launching until the driver's launch queue (about a thousand kernels)
+    is full, and the closing ``sync`` then waits for all of them, so with multi-millisecond
+    GEMMs a sample lasts seconds instead of ``min_time``. That is the cause found in this code for
+    the first H200 run (2026-12-04), whose bench throughput parts ran past their limits (75 s and
+    150 s) without output. Here one synchronised call measures the call's duration first; a
+    sample then runs the number of calls that fills ``min_time`` back to back and synchronises
+    once (launches still overlap).
     """
     for _ in range(warmup):
         fn()
+    n_calls = None
+    if sync is not None:
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        n_calls = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
     samples = []
     for _ in range(repeats):
-        if sync:
+        if sync is not None:
             sync()
+            t0 = time.perf_counter()
+            for _ in range(n_calls):
+                fn()
+            sync()
+            samples.append((time.perf_counter() - t0) / n_calls)
+            continue
         n, t0 = 0, time.perf_counter()
         while True:
             fn()
@@ -100,9 +121,6 @@ def _time(
             dt = time.perf_counter() - t0
             if dt >= min_time:
                 break
-        if sync:
-            sync()
-            dt = time.perf_counter() - t0
         samples.append(dt / n)
     return statistics.median(samples)
 

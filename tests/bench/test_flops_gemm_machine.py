@@ -86,3 +86,36 @@ def test_interleaved_ceiling_samples() -> None:
     c8.sample()
     r8 = c8.result()
     assert len(r8["kernels"]) == 2 and r8["gflops"] >= max(r8["kernels"].values()) * (1 - 1e-9)
+
+
+class _FakeDevice:
+    """An asynchronous device: a call queues ``cost`` seconds of work and returns at once;
+    ``sync`` waits (sleeps) until the queue has run. No launch-queue limit, so a timing loop on
+    the host clock would queue work without bound."""
+
+    def __init__(self, cost: float) -> None:
+        self.cost, self.queued, self.calls = cost, 0.0, 0
+
+    def call(self) -> None:
+        self.queued += self.cost
+        self.calls += 1
+
+    def sync(self) -> None:
+        import time
+
+        time.sleep(self.queued)
+        self.queued = 0.0
+
+
+def test_device_timing_is_bounded_by_min_time_not_by_the_queue() -> None:
+    """The GEMM timer on an async device (CUDA) lasts about ``min_time`` per sample and reports
+    the per-call device time; the host-clock loop it replaced queued ~10^5 calls here."""
+    import time
+
+    dev = _FakeDevice(cost=0.002)
+    t0 = time.perf_counter()
+    sec = gemm._time(dev.call, warmup=1, repeats=3, min_time=0.05, sync=dev.sync)
+    wall = time.perf_counter() - t0
+    assert sec == pytest.approx(0.002, rel=0.3)
+    assert wall < 1.0, wall  # 1 + 3 samples of ~0.05 s, not queue x cost
+    assert dev.calls < 200, dev.calls
