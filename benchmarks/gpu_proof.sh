@@ -91,7 +91,8 @@ else
     --rounds 2 --per-round 2 --warmup 1 --threads 8)
   # 20 timed steps at the cards' batches (xmag 48 regions, h0mini 64 tiles): on 2026-12-04 one
   # H200 ran xmag at batch 16 at 2.1 steps/s and h0mini at batch 32 at 0.9 steps/s (data-bound)
-  dist=(--device cuda --steps 20 --warmup 3 --set train.precision=bf16)
+  # 8 of the machine's 16 cores build the micro-batches (train.num_workers)
+  dist=(--device cuda --steps 20 --warmup 3 --set train.precision=bf16 --set train.num_workers=8)
   xmag=(xmag --teacher uni2-h --student vit-s14)
   h0mini=(h0mini --teacher h-optimus-0 --student vit-b14)
   embed=(--model vit-s14 --device cuda --precision bf16 --tiles 3000 --batch 256 --workers 8

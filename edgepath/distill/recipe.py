@@ -167,7 +167,8 @@ class TrainSpec:
     cache_mismatch: Literal["rebuild", "error"] = "rebuild"
     #: Held-out tiles (max) for the final fidelity.
     eval_tiles: int = 256
-    #: Not used yet: the trainer builds views in the main process (docs/distill.md, Known limits).
+    #: Processes that build micro-batches (region reads, crops, jitter) ahead of the step; 0
+    #: builds them in the main process. The run is the same bit for bit either way.
     num_workers: int = 0
     #: xmag only, beyond the paper: after training, rescale the student's output channels (a
     #: positive per-channel factor folded into its final LayerNorm and the heads' first layer)
@@ -219,6 +220,8 @@ class RecipeCard:
             raise ConfigError("views.fixed_views and views.global_crops must be >= 1")
         if self.train.keep_checkpoints < 1:
             raise ConfigError("train.keep_checkpoints must be >= 1")
+        if self.train.num_workers < 0:
+            raise ConfigError(f"train.num_workers {self.train.num_workers} must be >= 0")
         lo = self.loss
         tr = self.train
         if tr.strategy == "fsdp":

@@ -19,7 +19,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from edgepath.distill import checkpoint as ckpt
 from edgepath.distill.cache import CACHE_DTYPE, FeatureCache, as_stored
 from edgepath.distill.data import Source, build_source
 from edgepath.distill.evaluate import evaluate, write_student
+from edgepath.distill.loader import Inputs, MicroBatch, micro_batches
 from edgepath.distill.recipe import RecipeCard
 from edgepath.distill.recipes import recipe_class
 from edgepath.distill.schedules import cosine
@@ -366,7 +367,19 @@ def _train(
         )
     if run.rng is not None:
         ckpt.set_rng_state(run.rng)
-    sampler = Sampler(len(run.source.train), card.views.fixed_views, tc.seed)
+    inputs = Inputs(
+        run.recipe,
+        run.source,
+        Sampler(len(run.source.train), card.views.fixed_views, tc.seed),
+        accumulate=card.optim.accumulate,
+        global_batch=tc.batch_size * run.world,
+        rank=run.rank,
+        world=run.world,
+        teacher_views=run.cache is None,
+    )
+    batches = micro_batches(
+        inputs, run.start, end, workers=tc.num_workers, pin_memory=run.device.type == "cuda"
+    )
     scal = None
     if run.rank == 0:
         from edgepath.distill.logs import ScalarLog
@@ -377,7 +390,7 @@ def _train(
     t_last, seen = time.perf_counter(), 0
     timer.start()
     for step in range(run.start, end):
-        scalars = _step(run, model, sampler, step, timer)
+        scalars = _step(run, model, batches, step, timer)
         seen += tc.batch_size * run.world * card.optim.accumulate
         if run.rank == 0:
             scalars["tiles_per_s"] = seen / max(time.perf_counter() - t_last, 1e-9)
@@ -392,7 +405,9 @@ def _train(
         scal.close()
 
 
-def _step(run: _Run, model: nn.Module, sampler: Sampler, step: int, timer: NoTimer):
+def _step(
+    run: _Run, model: nn.Module, batches: Iterator[MicroBatch], step: int, timer: NoTimer
+) -> dict[str, float]:
     """One optimizer step (with accumulation); the scalars to log (loss averaged over ranks)."""
     card, tc = run.card, run.card.train
     lr = cosine(step, tc.steps, card.optim.lr, card.optim.min_lr, warmup=card.optim.warmup_steps)
@@ -400,7 +415,7 @@ def _step(run: _Run, model: nn.Module, sampler: Sampler, step: int, timer: NoTim
     for g in run.opt.param_groups:
         g["lr"] = lr
         g["weight_decay"] = wd if g["apply_wd"] else 0.0
-    acc, gb = card.optim.accumulate, tc.batch_size * run.world
+    acc = card.optim.accumulate
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if run.device.type == "cuda" and tc.precision in ("auto", "bf16")
@@ -409,9 +424,7 @@ def _step(run: _Run, model: nn.Module, sampler: Sampler, step: int, timer: NoTim
     terms: dict[str, float] = {}
     total_loss = 0.0
     for micro in range(acc):
-        base = (step * acc + micro) * gb
-        numbers = list(range(base + run.rank, base + gb, run.world))  # this rank's share
-        batch, feats = _batch(run, sampler, step=step, numbers=numbers, timer=timer)
+        batch, feats = _batch(run, batches, timer=timer)
         last = micro == acc - 1
         sync = model.no_sync() if run.world > 1 and not last else contextlib.nullcontext()
         with sync:
@@ -505,31 +518,18 @@ def _open_cache(
 
 
 def _batch(
-    run: _Run, sampler: Sampler, *, step: int, numbers: list[int], timer: NoTimer
+    run: _Run, batches: Iterator[MicroBatch], *, timer: NoTimer
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The student's inputs and the teacher's features for sample numbers ``numbers``."""
-    recipe, source, cache = run.recipe, run.source, run.cache
-    with timer.phase("data"):
-        picks = [sampler(n) for n in numbers]
-        views = [
-            recipe.views(source, i, source.train[i], v, teacher=cache is None) for i, v in picks
-        ]
-        batch = {"student": torch.stack([v["student"] for v in views])}
-        extra = [
-            recipe.student_extra(source, source.train[i], step=step, slot=n)
-            for (i, _), n in zip(picks, numbers, strict=True)
-        ]
-        if extra and extra[0]:
-            for k in extra[0]:
-                batch[k] = torch.stack([e[k] for e in extra])
-    if cache is not None:
+    """The next micro-batch's student inputs and the teachers' features for it."""
+    with timer.phase("data"):  # with workers: the wait for one built ahead
+        mb = next(batches)
+    if run.cache is not None:
         with timer.phase("cache_read"):
-            feats = cache.get([i for i, _ in picks], [v for _, v in picks])
+            feats = run.cache.get([i for i, _ in mb.picks], [v for _, v in mb.picks])
     else:
         with timer.phase("teacher"):
-            x = torch.stack([v["teacher"] for v in views])
-            feats = as_stored(recipe.teacher_features(run.teachers, x), CACHE_DTYPE)
-    return batch, feats
+            feats = as_stored(run.recipe.teacher_features(run.teachers, mb.teacher), CACHE_DTYPE)
+    return mb.student, feats
 
 
 @torch.no_grad()

@@ -92,6 +92,7 @@ def test_overrides_change_values_and_keep_types() -> None:
         ("loss.frozen_head_temp=0", "softmax temperature"),
         ("train.calibration_temp=0", "calibration_temp"),
         ("train.calibration_items=4", "calibration_items"),
+        ("train.num_workers=-1", "num_workers"),
     ],
 )
 def test_bad_overrides(override: str, match: str) -> None:

@@ -295,3 +295,34 @@ def test_student_on_raw_rgb_teacher_warns(caplog) -> None:
         _, spec, _ = _student(card, [SimpleNamespace(card=raw)], "cpu")
     assert spec.input.std == (1.0, 1.0, 1.0)
     assert any("raw [0, 1] RGB" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "extra"),
+    [
+        ("xmag-demo", ["train.cache=false"]),  # workers build student and teacher views
+        ("h0mini", ["data.holdout=0.4"]),  # workers build the student-only local crops too
+    ],
+)
+def test_workers_train_bitwise_like_the_main_process(
+    recipe: str, extra: list[str], sample_slide: Path, tile_dir: Path, tmp_path: Path
+) -> None:
+    """``train.num_workers`` processes build each micro-batch ahead of its step; the batches
+    are a pure function of the seed and the sample numbers, so the run is the same bit for bit
+    as one that builds them in the main process (edgepath/distill/loader.py)."""
+    from safetensors.torch import load_file
+
+    over = [*TINY, *extra, "train.steps=3", "optim.warmup_steps=1"]
+    if recipe == "xmag-demo":
+        over += [*XMAG_SAMPLE, "data.max_items=6", "train.eval_tiles=8"]
+        data = {"slides": sample_slide}
+    else:
+        data = {"tiles": tile_dir}
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        distill(load_recipe(recipe, [*over, f"train.num_workers={workers}"]), out=out, **data)
+        runs[workers] = (_losses(out), load_file(str(out / "model.safetensors")))
+    (la, wa), (lb, wb) = runs[0], runs[2]
+    assert la == lb and la[0] != la[-1]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
