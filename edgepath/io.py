@@ -17,7 +17,10 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     Nothing half-written is ever visible under the final name, and an existing file stays intact
-    until the new one is complete.
+    until the new one is complete. The file gets the mode a plain ``open(path, "w")`` would give
+    (0666 less the umask): ``mkstemp`` creates it 0600, and every stage writes through here, so
+    a quantized model is as readable by a scanner service running as another user as an
+    exported one.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -28,10 +31,19 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~umask())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def umask() -> int:
+    """This process's file-creation mask (read without leaving it changed)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -104,7 +104,6 @@ def write_features(
             _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
             for k, v in root.items():
                 f.attrs[k] = _attr_value(v)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; feature files are for sharing
         fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename makes it visible
         try:
             os.fsync(fd)
@@ -112,12 +111,6 @@ def write_features(
             os.close(fd)
     log.debug("wrote %s (%d tiles)", path, len(coords))
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _fill(

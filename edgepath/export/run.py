@@ -187,8 +187,9 @@ def export(
 
 def _publish_permissions(folder: Path) -> None:
     """Temp files are private (0600); a deployable folder is readable (scripts executable)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    from edgepath.io import umask
+
+    mask = umask()
     folder.chmod(0o777 & ~mask)
     for p in folder.rglob("*"):
         executable = p.is_dir() or p.suffix == ".sh"

@@ -253,7 +253,4 @@ def synthesize_slide(
                 description=desc if level == 0 else None,
                 metadata=None,
             )
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)  # mkstemp made it private
     return path
