@@ -242,7 +242,7 @@ def embed(
     """Embed SLIDES (files or folders) with MODEL into one HDF5 feature file per slide.
 
     MODEL is an artifact folder (distill / quantize / export output), a teacher card or a student
-    name. Tiles are cut on tissue at the model's mpp and tile size. Finished slides are skipped on
+    name, optionally at another mpp (vit-s14@2.0). Tiles are cut on tissue at the model's mpp and tile size. Finished slides are skipped on
     rerun; several processes can share the same inputs and -o folder. Exit code 3 if any slide
     failed (the others are still done), 130 if stopped by a signal.
     """
@@ -266,7 +266,12 @@ def embed(
 
 @click.command("watch")
 @click.argument("inbox", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", "-m", required=True, help="Artifact folder, teacher card or student.")
+@click.option(
+    "--model",
+    "-m",
+    required=True,
+    help="Artifact folder, teacher card, or student name[@mpp] (e.g. vit-s14@2.0).",
+)
 @_common
 @click.option(
     "--poll",

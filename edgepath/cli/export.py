@@ -42,7 +42,7 @@ def export_cmd(
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Export MODEL (artifact folder, teacher card or student name) for a deployment target.
+    """Export MODEL (artifact folder, teacher card, or student name[@mpp]) for a deployment target.
 
     \b
     Every export is checked against the validated model on real H&E tiles (cosine >= 0.9999

@@ -65,7 +65,7 @@ def quantize(
     seed: int,
     as_json: bool,
 ) -> None:
-    """Quantize MODEL (student artifact, teacher card or student name) and gate it.
+    """Quantize MODEL (student artifact, teacher card, or student name[@mpp]) and gate it.
 
     The gate compares quantized and float embeddings on held-out tiles that calibration never
     saw. Below the preset's thresholds the artifact is written with status "failed", the figures

@@ -81,6 +81,21 @@ def test_model_hash_is_the_child_manifests_parent_hash(run_cli, tiny_model, samp
     assert child["parent"]["sha256"] == feature_hash and len(feature_hash) == 64
 
 
+def test_student_at_another_mpp_means_the_same_in_embed_and_export(run_cli, sample_slide, tmp_path):
+    """``NAME@MPP`` is resolved by the one resolver, so embed and export take it as bench does."""
+    from edgepath.export.run import export
+
+    code, _, err = run_cli(
+        "embed", "vit-test14@1.0", str(sample_slide), "-o", str(tmp_path / "f"), "--workers", "1"
+    )
+    assert code == 0, err
+    ff = read_features(tmp_path / "f" / "cmu-1-small-region.h5")
+    assert ff.attrs["mpp"] == 1.0 and ff.attrs["model_id"] == "vit-test14@1.0 (random weights)"
+    child = export("vit-test14@1.0", target="onnx", out=tmp_path / "exported")
+    assert child["input"]["mpp"] == 1.0
+    assert child["parent"]["sha256"] == ff.attrs["model_sha256"]
+
+
 def test_editing_a_manifests_spec_changes_the_model_identity(tiny_model, tmp_path):
     """The identity covers what changes the output: weights and the manifest's spec. A copy
     whose mpp was edited (spec and its top-level copy) is another model; editing only the
