@@ -80,8 +80,11 @@ def run_cli():
     return run
 
 
-# Shared by tests/export and tests/runtime: each area defines its own ``tiny_encoder``.
-@pytest.fixture(scope="session")
+# Shared by tests/export and tests/runtime: each area defines its own ``tiny_encoder``, so this
+# is made per test module (cheap), from the module's own encoder. At session scope, one pytest process running both areas handed
+# tests/runtime the artifact of tests/export's encoder (LayerScale 0.5, not runtime's 1e-5), and
+# test_torch_engine_from_encoder_and_artifact_agree failed there only.
+@pytest.fixture(scope="module")
 def student_artifact(tiny_encoder, tmp_path_factory) -> Path:
     """The area's tiny encoder saved as a student artifact."""
     from edgepath.models.artifact import save_encoder
