@@ -41,7 +41,7 @@ class DemoConfig:
     seed: int = 0
     threads: int = 2
     force: bool = False
-    targets: tuple[str, ...] = ("onnx", "openvino", "jetson-orin", "triton")
+    targets: tuple[str, ...] = ("onnx", "openvino", "jetson-orin", "triton", "timm")
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -128,7 +128,8 @@ def stage_quantize(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_export(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
-    """ONNX, OpenVINO, a Jetson Orin bundle and a Triton repository, each parity-checked."""
+    """ONNX, OpenVINO, a Jetson Orin bundle, a Triton repository and a timm folder, each
+    parity-checked (the timm folder by loading it with timm.create_model)."""
     import json
 
     from edgepath.export.run import export
@@ -145,6 +146,7 @@ def stage_export(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         else (p["student"], None),
         "jetson-orin": (p["student"], "fp16"),
         "triton": (p["student"], None),
+        "timm": (p["student"], None),
     }
     results = {}
     for target in cfg.targets:
