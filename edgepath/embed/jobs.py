@@ -49,15 +49,40 @@ class Tiling:
     tile_px: int
     min_tissue: float
     slide_mpp: float | None = None  # a level-0 mpp override for slides without one
+    coords: str | None = None  # fingerprint of a reused patch file (``embed --coords``)
 
     def to_dict(self) -> dict[str, Any]:
-        """As plain data."""
-        return asdict(self)
+        """As plain data (``coords`` only when a patch file is reused, so that the keys of
+        feature files written before it existed stay the same)."""
+        d = asdict(self)
+        if d["coords"] is None:
+            del d["coords"]
+        return d
 
 
 def output_path(slide: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """The feature file of ``slide`` in ``out_dir``: ``<slide stem>.h5``."""
     return Path(out_dir) / (Path(slide).stem + SUFFIX)
+
+
+def patch_file(slide: str | os.PathLike[str], coords_dir: str | os.PathLike[str]) -> Path:
+    """The patch file of ``slide`` in ``coords_dir`` (``embed --coords``): TRIDENT's
+    ``<stem>_patches.h5``, CLAM's and ``edgepath slides tile``'s ``<stem>.h5``, in the folder or
+    in its ``patches/`` subfolder (TRIDENT's and CLAM's job layout).
+
+    Raises:
+        ArtifactError: None of these exists.
+    """
+    stem, base = Path(slide).stem, Path(coords_dir)
+    names = (f"{stem}_patches{SUFFIX}", f"{stem}{SUFFIX}")
+    candidates = [d / n for d in (base, base / "patches") for n in names]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ArtifactError(
+        f"{slide}: no patch file in {base} (looked for {', '.join(names)} there and in "
+        "patches/); tile it with TRIDENT, CLAM or edgepath slides tile, or drop --coords"
+    )
 
 
 def lock_path(output: str | os.PathLike[str]) -> Path:
