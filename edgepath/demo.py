@@ -80,6 +80,7 @@ def stage_distill(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
     """XMAG distillation of the teacher into the small student on the two slides."""
     import dataclasses
 
+    from edgepath.distill.checkpoint import checkpoints
     from edgepath.distill.recipe import TeacherRef, load_recipe
     from edgepath.distill.trainer import distill
 
@@ -98,7 +99,9 @@ def stage_distill(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         card = dataclasses.replace(card, teachers=(teacher,))
         card.validate()
     out = _paths(cfg)["student"]
-    result = distill(card, out=out, slides=_paths(cfg)["slides"], resume=True)
+    # resume a killed run; a first run has nothing to resume (and no warning to print about it)
+    resume = bool(checkpoints(out / "checkpoints"))
+    result = distill(card, out=out, slides=_paths(cfg)["slides"], resume=resume)
     return {"artifact": str(out), "result": result}
 
 
