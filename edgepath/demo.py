@@ -41,7 +41,7 @@ class DemoConfig:
     seed: int = 0
     threads: int = 2
     force: bool = False
-    targets: tuple[str, ...] = ("onnx", "openvino", "jetson-orin", "triton")
+    targets: tuple[str, ...] = ("onnx", "openvino", "jetson-orin", "triton", "timm")
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -80,6 +80,7 @@ def stage_distill(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
     """XMAG distillation of the teacher into the small student on the two slides."""
     import dataclasses
 
+    from edgepath.distill.checkpoint import checkpoints
     from edgepath.distill.recipe import TeacherRef, load_recipe
     from edgepath.distill.trainer import distill
 
@@ -98,7 +99,9 @@ def stage_distill(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         card = dataclasses.replace(card, teachers=(teacher,))
         card.validate()
     out = _paths(cfg)["student"]
-    result = distill(card, out=out, slides=_paths(cfg)["slides"], resume=True)
+    # resume a killed run; a first run has nothing to resume (and no warning to print about it)
+    resume = bool(checkpoints(out / "checkpoints"))
+    result = distill(card, out=out, slides=_paths(cfg)["slides"], resume=resume)
     return {"artifact": str(out), "result": result}
 
 
@@ -128,7 +131,8 @@ def stage_quantize(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_export(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
-    """ONNX, OpenVINO, a Jetson Orin bundle and a Triton repository, each parity-checked."""
+    """ONNX, OpenVINO, a Jetson Orin bundle, a Triton repository and a timm folder, each
+    parity-checked (the timm folder by loading it with timm.create_model)."""
     import json
 
     from edgepath.export.run import export
@@ -145,6 +149,7 @@ def stage_export(cfg: DemoConfig, state: dict[str, Any]) -> dict[str, Any]:
         else (p["student"], None),
         "jetson-orin": (p["student"], "fp16"),
         "triton": (p["student"], None),
+        "timm": (p["student"], None),
     }
     results = {}
     for target in cfg.targets:

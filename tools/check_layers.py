@@ -20,7 +20,7 @@ from pathlib import Path
 #: Lowest first. A unit is a subpackage (``models``) or a top-level module (``cards``);
 #: ``__init__`` is the package's own ``edgepath/__init__.py`` (``__version__``).
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"__init__", "errors", "data", "colour"}),
+    frozenset({"__init__", "errors", "data", "colour", "quiet"}),
     frozenset({"io", "metrics"}),
     frozenset({"cards"}),
     frozenset({"models"}),

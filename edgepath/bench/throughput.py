@@ -247,7 +247,8 @@ def open_variants(
                         )
                     )
                 except EdgepathError as exc:
-                    log.warning("%s %s-%s: skipped (%s)", model.name, engine, precision, exc)
+                    # a note in the result (printed by bench, kept in the JSON and the report)
+                    log.info("%s %s-%s: skipped (%s)", model.name, engine, precision, exc)
                     skipped.append(f"{model.name} {engine}-{precision}: {exc}")
     except BaseException:
         close_variants(variants)

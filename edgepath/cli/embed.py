@@ -202,6 +202,7 @@ def _embedder(model: str, out: str, opts: dict[str, Any], *, force: bool, report
         slide_mpp=opts["slide_mpp"],
         mpp_overrides=read_mpp_csv(opts["mpp_csv"]) if opts["mpp_csv"] else None,
         force=force,
+        coords_dir=opts.get("coords"),
         stale_after=opts["stale_after"],
         reporter=reporter,
     )
@@ -236,19 +237,55 @@ def _human_watch(summary: dict[str, Any]) -> None:
 @click.argument("slides", nargs=-1, required=True, type=click.Path())
 @_common
 @click.option("--force", is_flag=True, help="Recompute slides whose feature file is up to date.")
+@click.option(
+    "--coords",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Reuse existing patch files instead of tiling: TRIDENT's <slide>_patches.h5, CLAM's or "
+    "edgepath slides tile's <slide>.h5, in DIR or DIR/patches (coords N×2 level-0 + "
+    "patch_size_level0, or CLAM's patch_size at patch_level; must match the model's mpp).",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Embed shard I of N (0 <= I < N) of the slides, split by feature-file name: a SLURM "
+    "array task per shard (--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT). Shards are "
+    "disjoint and cover every slide once when all tasks get the same SLIDES.",
+)
 def embed(
-    model: str, slides: tuple[str, ...], out: str, force: bool, as_json: bool, **opts: Any
+    model: str,
+    slides: tuple[str, ...],
+    out: str,
+    force: bool,
+    as_json: bool,
+    shard: str | None,
+    **opts: Any,
 ) -> None:
     """Embed SLIDES (files or folders) with MODEL into one HDF5 feature file per slide.
 
     MODEL is an artifact folder (distill / quantize / export output), a teacher card or a student
-    name, optionally at another mpp (vit-s14@2.0). Tiles are cut on tissue at the model's mpp and tile size. Finished slides are skipped on
-    rerun; several processes can share the same inputs and -o folder. Exit code 3 if any slide
-    failed (the others are still done), 130 if stopped by a signal.
-    """
-    from edgepath.embed.jobs import find_slides
+    name, optionally at another mpp (vit-s14@2.0). Tiles are cut on tissue at the model's mpp
+    and tile size (or taken from --coords). Finished slides are skipped on rerun; several
+    processes can share the same inputs and -o folder. Exit code 3 if any slide failed (the
+    others are still done), 130 if stopped by a signal.
 
+    \b
+    Feature files: features (N×D) and coords (N×2, level-0 px) with TRIDENT's attributes on
+    coords (patch_size, patch_size_level0, level0_magnification, target_magnification, overlap,
+    level0_width, level0_height, name; magnification = 10 / mpp as TRIDENT rounds it), CLAM's
+    patch_level, and TRIDENT's encoder and name on features (docs/embed.md).
+    """
+    from edgepath.embed.jobs import find_slides, parse_shard
+    from edgepath.embed.jobs import shard as take_shard
+
+    part = parse_shard(shard) if shard is not None else None
     paths = find_slides(list(slides))
+    if part is not None:
+        total = len(paths)
+        paths = take_shard(paths, *part)
+        if not as_json:
+            click.echo(f"shard {part[0]}/{part[1]}: {len(paths)} of {total} slides", err=True)
     bars = not (as_json or quiet())
     bar = progress(disable=not bars)
     with bar:
@@ -259,6 +296,8 @@ def embed(
         ):
             summary = emb.run(paths)
     data = summary.to_dict()
+    if part is not None:
+        data["shard"] = f"{part[0]}/{part[1]}"
     emit(data, as_json=as_json, human=_human)
     if summary.exit_code:
         raise SystemExit(summary.exit_code)

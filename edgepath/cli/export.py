@@ -1,4 +1,4 @@
-"""``edgepath export``: a float or quantized model to ONNX, OpenVINO, TensorRT, Jetson or Triton."""
+"""``edgepath export``: a model to ONNX, OpenVINO, TensorRT, Jetson, Triton or a timm folder."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from edgepath.cli.common import emit, json_option
     "-t",
     "--target",
     required=True,
-    help="onnx | openvino | tensorrt | jetson-orin (alias jetson) | jetson-thor | triton, or a "
-    "target card path.",
+    help="onnx | openvino | tensorrt | jetson-orin (alias jetson) | jetson-thor | triton | timm "
+    "(timm's hub layout: config.json + model.safetensors), or a target card path.",
 )
 @click.option(
     "-p",
@@ -52,6 +52,11 @@ def export_cmd(
       edgepath export runs/student --target onnx -o out/onnx
       edgepath export runs/quantized --target jetson -o out/orin      # built on the device
       edgepath export runs/student --target triton --precision fp16 -o out/triton
+      edgepath export runs/student --target timm -o out/timm
+    \b
+    --target timm writes timm's own hub format (config.json with model_args + pretrained_cfg,
+    model.safetensors): timm.create_model("local-dir:DIR", pretrained=True) loads it, and so do
+    TRIDENT, LazySlide and eva through timm (docs/export.md).
     """
     from edgepath.cli.common import quiet
     from edgepath.export.run import export
@@ -82,6 +87,8 @@ def export_cmd(
         }
     if "tensorrt" in manifest:
         data["tensorrt"] = manifest["tensorrt"]
+    if "timm" in manifest:
+        data["timm"] = manifest["timm"]
 
     def human(d: dict) -> None:
         click.secho(f"exported to {d['out']}  ({d['target']}, {d['precision']})", bold=True)
@@ -98,6 +105,12 @@ def export_cmd(
                 f"\n  on the {b['soc']} (JetPack {b['jetpack']}, TensorRT {b['tensorrt_expected']}):"
                 f"\n    ./build_engine.sh && python3 verify.py"
                 f"\n  here (CPU check of the same ONNX):  python3 {d['out']}/verify.py --cpu"
+            )
+        if "timm" in d:
+            click.echo(
+                f'\n  model = timm.create_model("local-dir:{d["out"]}", pretrained=True)'
+                f"\n  {d['timm']['embedding']['pooling']}"
+                f"\n  (tiles at {d['timm']['mpp']:g} µm/px, {d['timm']['tile_px']} px)"
             )
 
     emit(data, as_json=as_json, human=human)

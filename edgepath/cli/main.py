@@ -57,11 +57,20 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
+    from edgepath import quiet as _quiet
+
+    _quiet.install(verbose)  # known-harmless third-party warnings hidden unless -v
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="edgepath")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output (-vv for debug logs); also shows the third-party warnings and "
+    "progress that are hidden by default (edgepath.quiet.KNOWN).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option(

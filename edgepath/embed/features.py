@@ -1,4 +1,9 @@
-"""Per-slide HDF5 feature files in the CLAM/TRIDENT layout: ``features`` (N×D), ``coords`` (N×2)."""
+"""Per-slide HDF5 feature files in the CLAM/TRIDENT layout: ``features`` (N×D), ``coords`` (N×2).
+
+TRIDENT keeps its metadata on the datasets (``coords``: the patching attributes,
+``features``: ``encoder`` and ``name``), edgepath on the file's root as well: both are written,
+and both are read back.
+"""
 
 from __future__ import annotations
 
@@ -34,11 +39,16 @@ class FeatureFile:
         features: (N, D) float32 tile embeddings, row ``i`` for ``coords[i]``.
         coords: (N, 2) int64 level-0 top-left corners (x, y) of the tiles.
         attrs: The root attributes (mpp, tile_px, level0_tile_size, model, key, ...).
+        coords_attrs: The ``coords`` dataset's attributes (TRIDENT's patching attributes:
+            patch_size, patch_size_level0, level0_magnification, target_magnification, ...).
+        features_attrs: The ``features`` dataset's attributes (TRIDENT's encoder, name).
     """
 
     features: np.ndarray
     coords: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    coords_attrs: dict[str, Any] = field(default_factory=dict)
+    features_attrs: dict[str, Any] = field(default_factory=dict)
 
 
 def _attr_value(value: Any) -> Any:
@@ -61,12 +71,16 @@ def write_features(
     tile_px: int,
     level0_tile_size: float,
     attrs: dict[str, Any] | None = None,
+    coords_attrs: dict[str, Any] | None = None,
+    features_attrs: dict[str, Any] | None = None,
 ) -> Path:
     """Write one slide's feature file atomically (temporary name, renamed when complete).
 
     The layout is the one CLAM and TRIDENT readers expect: datasets ``features`` (N×D float32)
-    and ``coords`` (N×2 int64, level-0 px, top-left corners). ``coords`` also carries TRIDENT's
-    ``patch_size`` / ``patch_size_level0`` attributes; the root carries everything else.
+    and ``coords`` (N×2 int64, level-0 px, top-left corners). ``coords`` carries ``patch_size``,
+    ``patch_size_level0`` and ``mpp`` plus ``coords_attrs`` (TRIDENT's patching attributes,
+    ``TileGrid.trident_attrs``), ``features`` carries ``features_attrs`` (TRIDENT's ``encoder``
+    and ``name``); the root carries everything else.
 
     Args:
         path: Final ``.h5`` path.
@@ -76,6 +90,8 @@ def write_features(
         tile_px: Tile side in pixels at ``mpp``.
         level0_tile_size: Tile side in level-0 pixels (exact, may be fractional).
         attrs: Extra root attributes (model id and hash, resume key, engine, ...).
+        coords_attrs: Extra attributes of the ``coords`` dataset.
+        features_attrs: Attributes of the ``features`` dataset.
 
     Returns:
         The final path.
@@ -102,6 +118,9 @@ def write_features(
     with atomic_path(path, suffix=".tmp") as tmp:
         with h5py.File(tmp, "w", locking=False) as f:
             _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
+            for name, extra in (("coords", coords_attrs), ("features", features_attrs)):
+                for k, v in (extra or {}).items():
+                    f[name].attrs[k] = _attr_value(v)
             for k, v in root.items():
                 f.attrs[k] = _attr_value(v)
         fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename makes it visible
@@ -149,7 +168,8 @@ def read_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_features(path: str | os.PathLike[str]) -> FeatureFile:
-    """Read a feature file written by :func:`write_features` (or by CLAM/TRIDENT).
+    """Read a feature file written by :func:`write_features` (or by CLAM/TRIDENT), with the
+    root's and both datasets' attributes (TRIDENT stores its metadata on the datasets).
 
     Raises:
         ArtifactError: The file is not a readable feature file.
@@ -164,6 +184,8 @@ def read_features(path: str | os.PathLike[str]) -> FeatureFile:
                 features=np.asarray(f["features"][()], dtype=np.float32),
                 coords=np.asarray(f["coords"][()], dtype=np.int64),
                 attrs={k: _from_h5(v) for k, v in f.attrs.items()},
+                coords_attrs={k: _from_h5(v) for k, v in f["coords"].attrs.items()},
+                features_attrs={k: _from_h5(v) for k, v in f["features"].attrs.items()},
             )
     except OSError as exc:
         raise ArtifactError(f"{path}: unreadable HDF5 ({exc}); delete it to recompute") from None

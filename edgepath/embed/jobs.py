@@ -18,7 +18,7 @@ from typing import Any
 
 from edgepath.embed.features import FEATURES_FORMAT, SUFFIX, read_attrs
 from edgepath.embed.lock import is_stale, read_lock
-from edgepath.errors import ArtifactError
+from edgepath.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,40 @@ class Tiling:
     tile_px: int
     min_tissue: float
     slide_mpp: float | None = None  # a level-0 mpp override for slides without one
+    coords: str | None = None  # fingerprint of a reused patch file (``embed --coords``)
 
     def to_dict(self) -> dict[str, Any]:
-        """As plain data."""
-        return asdict(self)
+        """As plain data (``coords`` only when a patch file is reused, so that the keys of
+        feature files written before it existed stay the same)."""
+        d = asdict(self)
+        if d["coords"] is None:
+            del d["coords"]
+        return d
 
 
 def output_path(slide: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """The feature file of ``slide`` in ``out_dir``: ``<slide stem>.h5``."""
     return Path(out_dir) / (Path(slide).stem + SUFFIX)
+
+
+def patch_file(slide: str | os.PathLike[str], coords_dir: str | os.PathLike[str]) -> Path:
+    """The patch file of ``slide`` in ``coords_dir`` (``embed --coords``): TRIDENT's
+    ``<stem>_patches.h5``, CLAM's and ``edgepath slides tile``'s ``<stem>.h5``, in the folder or
+    in its ``patches/`` subfolder (TRIDENT's and CLAM's job layout).
+
+    Raises:
+        ArtifactError: None of these exists.
+    """
+    stem, base = Path(slide).stem, Path(coords_dir)
+    names = (f"{stem}_patches{SUFFIX}", f"{stem}{SUFFIX}")
+    candidates = [d / n for d in (base, base / "patches") for n in names]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ArtifactError(
+        f"{slide}: no patch file in {base} (looked for {', '.join(names)} there and in "
+        "patches/); tile it with TRIDENT, CLAM or edgepath slides tile, or drop --coords"
+    )
 
 
 def lock_path(output: str | os.PathLike[str]) -> Path:
@@ -196,3 +221,36 @@ def find_slides(inputs: list[str | os.PathLike[str]]) -> list[Path]:
             seen[stem] = p
             unique.append(p)
     return unique
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)``: shard I of N, numbered 0 to N-1 (SLURM: ``--array=0-<N-1>``).
+
+    Raises:
+        ConfigError: Not ``I/N`` with 0 <= I < N.
+    """
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ConfigError(
+            f"--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/8 for the first of 8 "
+            "(SLURM: --array=0-7 and --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return i, n
+
+
+def shard(slides: list[Path], index: int, count: int) -> list[Path]:
+    """Shard ``index`` of ``count`` of ``slides``: every ``count``-th slide, from ``index``, in the
+    order of their feature-file names (stems, then paths).
+
+    The split depends on the set of slides only (not on the order they were given in), so
+    processes given the same slides take disjoint shares that together cover every slide once,
+    and never wait on each other's locks. Shares differ by at most one slide.
+    """
+    if not 0 <= index < count:
+        raise ConfigError(f"shard {index} of {count} does not exist (0 <= index < count)")
+    ordered = sorted(slides, key=lambda p: (Path(p).stem, str(p)))
+    return ordered[index::count]

@@ -39,4 +39,5 @@ def open_model(
         sha256=model.sha256,
         engine=eng.name,
         precision=str(getattr(eng, "precision", "")),
+        name=model.name,
     )

@@ -29,6 +29,7 @@ from edgepath.embed.jobs import (
     job_key,
     lock_path,
     output_path,
+    patch_file,
     remove_temps,
     sweep,
 )
@@ -159,6 +160,7 @@ class ModelInfo:
     sha256: str
     engine: str
     precision: str
+    name: str = ""  # short name (TRIDENT's ``encoder`` attribute)
 
 
 def default_min_tissue() -> float:
@@ -182,6 +184,8 @@ class Embedder:
         mpp_overrides: Per-slide level-0 mpp (path, name or stem -> µm/px, as
             ``edgepath.slides.read_mpp_csv`` returns); wins over ``slide_mpp``.
         force: Recompute slides that are already done.
+        coords_dir: Reuse the patch files in this folder (TRIDENT, CLAM or ``edgepath slides
+            tile``'s, see ``edgepath.embed.jobs.patch_file``) instead of tiling.
         stale_after: Seconds without heartbeat after which another process's lock is taken over.
         reporter: Progress callbacks.
     """
@@ -198,6 +202,7 @@ class Embedder:
         slide_mpp: float | None = None,
         mpp_overrides: dict[str, float] | None = None,
         force: bool = False,
+        coords_dir: str | os.PathLike[str] | None = None,
         stale_after: float = STALE_AFTER_S,
         heartbeat: float = HEARTBEAT_S,
         reporter: Reporter | None = None,
@@ -207,6 +212,7 @@ class Embedder:
         self.model = model
         self.out_dir = Path(out_dir)
         self.force = force
+        self.coords_dir = Path(coords_dir) if coords_dir is not None else None
         self.stale_after = stale_after
         self.heartbeat = min(heartbeat, stale_after / 4)
         self.reporter: Reporter = reporter or NullReporter()
@@ -240,14 +246,19 @@ class Embedder:
         return self._stop
 
     def tiling_for(self, slide: Path) -> Tiling:
-        """The tiling of ``slide``: the run's, with its own level-0 mpp override if any."""
+        """The tiling of ``slide``: the run's, with its own level-0 mpp override and its patch
+        file's fingerprint (``--coords``) if any."""
+        tiling = self.tiling
         if self.mpp_overrides:
             from edgepath.slides import lookup_override
 
             mpp0 = lookup_override(self.mpp_overrides, slide)
             if mpp0 is not None:
-                return dataclasses.replace(self.tiling, slide_mpp=float(mpp0))
-        return self.tiling
+                tiling = dataclasses.replace(tiling, slide_mpp=float(mpp0))
+        if self.coords_dir is not None:
+            coords = fingerprint(patch_file(slide, self.coords_dir))
+            tiling = dataclasses.replace(tiling, coords=coords, min_tissue=0.0)
+        return tiling
 
     def prepare(self, slide: str | os.PathLike[str]) -> Prepared:
         """Fingerprint and, unless already done, tile ``slide`` (safe to run in a thread).
@@ -327,12 +338,16 @@ class Embedder:
         return result
 
     def _tile(self, slide: Path, tiling: Tiling) -> tuple[Any, dict[str, Any]]:
-        from edgepath.slides import open_slide, tile_slide
+        from edgepath.slides import open_slide, read_patch_file, tile_slide
 
         with open_slide(slide, mpp=tiling.slide_mpp) as s:
-            grid = tile_slide(
-                s, mpp=tiling.mpp, tile_px=tiling.tile_px, min_tissue=tiling.min_tissue
-            )
+            if self.coords_dir is not None:
+                path = patch_file(slide, self.coords_dir)
+                grid = read_patch_file(path, s, mpp=tiling.mpp, tile_px=tiling.tile_px)
+            else:
+                grid = tile_slide(
+                    s, mpp=tiling.mpp, tile_px=tiling.tile_px, min_tissue=tiling.min_tissue
+                )
             info = {
                 "slide_name": slide.name,
                 "slide_dimensions": list(s.dimensions),
@@ -383,6 +398,8 @@ class Embedder:
             mpp=float(grid.mpp),
             tile_px=int(grid.tile_px),
             level0_tile_size=float(grid.level0_tile_size),
+            coords_attrs=grid.trident_attrs(),
+            features_attrs={"encoder": self.model.name or self.model.id, "name": slide.stem},
             attrs={
                 "key": key,
                 "model_id": self.model.id,
@@ -395,6 +412,11 @@ class Embedder:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "edgepath_version": __version__,
                 **slide_info,
+                **(
+                    {"coords_file": grid.extra["coords_file"]}
+                    if "coords_file" in grid.extra
+                    else {}
+                ),
             },
         )
         return len(coords)

@@ -45,6 +45,7 @@ class Source:
     parent: dict[str, Any] | None = None
     fidelity: dict[str, Any] | None = None
     random_weights: bool = False
+    manifest: dict[str, Any] = field(default_factory=dict)  # artifacts: their manifest
 
 
 def open_source(ref: str | os.PathLike[str]) -> Source:
@@ -70,6 +71,7 @@ def open_source(ref: str | os.PathLike[str]) -> Source:
         },
         "fidelity": manifest.get("fidelity"),
         "random_weights": model.random_weights,
+        "manifest": manifest,
     }
     if model.has_torch_weights:
         encoder = model.require_encoder()
@@ -406,6 +408,46 @@ def _to_triton(job: _Job) -> _Exported:
     return out
 
 
+def _to_timm(job: _Job) -> _Exported:
+    """A timm model folder (``config.json`` + ``model.safetensors``), checked by loading it with
+    ``timm.create_model("local-dir:…", pretrained=True)`` and embedding the tiles as a timm user
+    would (see ``edgepath.export.timm``)."""
+    from edgepath.export.timm import CONFIG, README, WEIGHTS, TimmFolder, write_timm
+
+    source = job.source
+    if source.encoder is None:
+        raise ConfigError(
+            f"--target {job.target.name} writes float torch weights and this artifact has none "
+            f"({source.precision_label}); export its float parent instead"
+        )
+    teacher = source.manifest.get("teacher") or {}
+    card_license = ""
+    if teacher.get("card"):
+        from edgepath.models.loading import as_card
+
+        try:
+            card_license = as_card(str(teacher["card"])).license
+        except ConfigError:  # a teacher card that is not installed here: no license to copy
+            card_license = ""
+    config = write_timm(
+        job.stage,
+        source.encoder,
+        name=source.name,
+        teacher=str(teacher.get("card", "")),
+        license=card_license,
+    )
+    loaded = TimmFolder(job.stage)
+    parity = {"timm": job.check(loaded, f"{job.target.name} timm.create_model(local-dir)")}
+    graph = {
+        "library": "timm",
+        "architecture": config["architecture"],
+        "global_pool": config["global_pool"],
+        "pooling": config["edgepath"]["embedding"]["pooling"],
+    }
+    files = {"weights": WEIGHTS, "config": CONFIG, "model_card": README}
+    return _Exported("torch", files, graph, parity, extra={"timm": config["edgepath"]})
+
+
 #: Target format -> the function that writes its files into the stage and checks their parity.
 _EXPORTERS: dict[str, Callable[[_Job], _Exported]] = {
     "onnx": _to_onnx,
@@ -413,6 +455,7 @@ _EXPORTERS: dict[str, Callable[[_Job], _Exported]] = {
     "tensorrt": _to_tensorrt,
     "jetson": _to_jetson,
     "triton": _to_triton,
+    "timm": _to_timm,
 }
 
 

@@ -1,7 +1,7 @@
 """Export targets as data: the schema of ``export/*.toml`` cards and the JetPack/TensorRT table.
 
 A target says what format to produce (ONNX, OpenVINO IR, TensorRT plan, Jetson build bundle,
-Triton repository), which precisions it accepts and why it refuses the others, the optimisation
+Triton repository, timm model folder), which precisions it accepts and why it refuses the others, the optimisation
 profile (min/opt/max batch), and for Jetson targets the SoC, its GPU architecture and the JetPack
 releases with the TensorRT each ships.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 
 from edgepath.errors import ConfigError
 
-Format = Literal["onnx", "openvino", "tensorrt", "jetson", "triton"]
+Format = Literal["onnx", "openvino", "tensorrt", "jetson", "triton", "timm"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "fp8")
 
 #: JetPack release -> (TensorRT, CUDA) it ships. Sources: NVIDIA JetPack release notes (6.0: TRT

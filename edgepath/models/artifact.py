@@ -37,9 +37,19 @@ KINDS = ("student", "quantized", "export")
 WEIGHTS = "model.safetensors"
 
 #: File roles that do not change the model's output (a distilled student's training heads and
-#: resolved recipe, a bundle's scripts): not model files for the engines, not in the identity.
+#: resolved recipe, a bundle's scripts, a timm export's config and model card): not model files for the engines, not in the identity.
 NON_MODEL_ROLES = frozenset(
-    {"heads", "recipe", "tiles", "reference", "build_script", "verify", "config", "log"}
+    {
+        "heads",
+        "recipe",
+        "tiles",
+        "reference",
+        "build_script",
+        "verify",
+        "config",
+        "log",
+        "model_card",
+    }
 )
 
 

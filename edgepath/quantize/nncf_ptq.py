@@ -8,11 +8,9 @@ number of calibration tiles.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ import numpy as np
 
 from edgepath.errors import ConfigError, require
 from edgepath.quantize.presets import QuantizePreset
+from edgepath.quiet import third_party_output
 
 if TYPE_CHECKING:
     from edgepath.models.encoder import Encoder
@@ -75,7 +74,7 @@ def _run_nncf(fn: Callable[..., Any], *args: Any, what: str, **kw: Any) -> Any:
     """Call NNCF, turning its configuration errors into one-line ``ConfigError``s."""
     nncf = require("nncf", "openvino", purpose="quantization")
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: keep --json clean
+        with third_party_output():  # NNCF's progress bars: off stdout (--json), hidden unless -v
             return fn(*args, **kw)
     except (nncf.ValidationError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -180,7 +179,7 @@ def quantize_onnx(float_onnx: Path, calib: np.ndarray, preset: QuantizePreset, o
     kw = quantize_kwargs(preset, subset_size=len(calib))
     data = nncf.Dataset(calibration_items(calib, input_name=name))
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with third_party_output():
             q = nncf.quantize(model, data, **kw)
     except Exception as exc:  # NNCF runs ONNX Runtime inside; FP8 QDQ fails there on CPU
         if not preset.fp8:

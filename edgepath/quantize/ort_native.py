@@ -31,15 +31,14 @@ the batch-1 vs batch-16 difference.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgepath.errors import ConfigError, ToleranceError, require
+from edgepath.quiet import third_party_output
 
 if TYPE_CHECKING:
     import onnx
@@ -367,7 +366,7 @@ def quantize_dynamic_int8(fused_onnx: Path, preset: QuantizePreset, out: Path) -
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # ORT's quantizer logs one INFO line per tensor
     try:
-        with atomic_path(out, suffix=".onnx") as tmp, contextlib.redirect_stdout(sys.stderr):
+        with atomic_path(out, suffix=".onnx") as tmp, third_party_output():
             quantize_dynamic(
                 str(fused_onnx),
                 str(tmp),

@@ -6,7 +6,14 @@ from typing import Any
 
 from edgepath.slides.mpp import lookup_override, read_mpp_csv, resolve_mpp
 from edgepath.slides.reader import Slide, open_slide
-from edgepath.slides.tiling import TileGrid, read_coords, tile_slide, write_coords
+from edgepath.slides.tiling import (
+    TileGrid,
+    read_coords,
+    read_patch_file,
+    tile_slide,
+    trident_magnification,
+    write_coords,
+)
 from edgepath.slides.tissue import TissueParams, tissue_mask
 
 # Torch-backed and heavier pieces load on first use (no torch import for `edgepath slides info`).
@@ -29,9 +36,11 @@ __all__ = [
     "open_slide",
     "read_coords",
     "read_mpp_csv",
+    "read_patch_file",
     "resolve_mpp",
     "tile_slide",
     "tissue_mask",
+    "trident_magnification",
     "write_coords",
     *_LAZY,
 ]

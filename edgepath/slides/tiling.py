@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 MIN_TISSUE = 0.5
 #: Longest side of a tissue mask (16k px: 64 MB of thumbnail at most).
 MAX_MASK_PX = 16_384
+#: The ``coords`` attributes of TRIDENT's patch files (``trident.IO.coords_to_h5``) and CLAM's
+#: ``patch_level``, as ``TileGrid.trident_attrs`` writes them.
+TRIDENT_ATTRS = (
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+    "overlap",
+    "name",
+    "patch_level",
+    "level0_width",
+    "level0_height",
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,6 +55,7 @@ class TileGrid:
         mask: Tissue mask of the whole slide at ``mask_mpp`` (for overlays), or None.
         mask_mpp: Resolution of ``mask``.
         extra: Other attributes (the cross-magnification factor for pairs).
+        dimensions: The slide's level-0 (width, height), when known.
     """
 
     coords: np.ndarray
@@ -57,29 +71,62 @@ class TileGrid:
     mask: np.ndarray | None = dataclasses.field(default=None, repr=False)
     mask_mpp: float | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dimensions: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
 
+    def trident_attrs(self) -> dict[str, Any]:
+        """The ``coords`` attributes TRIDENT's patching writes (``trident.IO.coords_to_h5``), with
+        TRIDENT's values, and CLAM's ``patch_level``.
+
+        TRIDENT's pixel size is 10 / magnification: ``target_magnification`` is 10 / mpp as an
+        integer (TRIDENT's ``--mag``), ``level0_magnification`` TRIDENT's own rounding of the
+        slide's mpp (``trident_magnification``). ``patch_size_level0`` is the tiles' true level-0
+        side, rounded; TRIDENT's nominal ``patch_size * level0 // target`` differs from it only
+        where a scanner's mpp is off its nominal magnification (e.g. 0.2527 µm/px: 443, not 448).
+        """
+        out: dict[str, Any] = {
+            "patch_size": int(self.tile_px),
+            "patch_size_level0": int(round(self.level0_tile_size)),
+            "level0_magnification": trident_magnification(self.base_mpp),
+            "target_magnification": max(1, int(round(10 / self.mpp))),
+            "overlap": 0,
+            "name": Path(self.slide).stem,
+            "patch_level": int(self.level),  # CLAM: read patch_size px at this level
+        }
+        if self.dimensions is not None:
+            out["level0_width"], out["level0_height"] = (int(v) for v in self.dimensions)
+        return out
+
     def attrs(self) -> dict[str, Any]:
-        """The tiling attributes written next to ``coords`` (names TRIDENT/CLAM users know)."""
+        """The tiling attributes written next to ``coords``: edgepath's, TRIDENT's and CLAM's."""
         return {
             "slide": self.slide,
             "mpp": self.mpp,
             "tile_px": self.tile_px,
-            "patch_size": self.tile_px,
             "level0_tile_size": self.level0_tile_size,
-            "patch_size_level0": round(self.level0_tile_size),
             "base_mpp": self.base_mpp,
             "mpp_source": self.mpp_source,
             "read_level": self.level,
             "min_tissue": self.min_tissue,
+            **self.trident_attrs(),
             **self.extra,
         }
 
     def items(self) -> list[tuple[str, int, int]]:
         """``(slide, x0, y0)`` triples for ``TileDataset``."""
         return [(self.slide, int(x), int(y)) for x, y in self.coords]
+
+
+def trident_magnification(mpp: float) -> int:
+    """TRIDENT's magnification of a slide's level-0 mpp (``WSI._fetch_magnification``): < 0.16
+    µm/px -> 80, < 0.2 -> 60, < 0.3 -> 40, < 0.6 -> 20, < 1.2 -> 10, < 2.4 -> 5. TRIDENT refuses
+    coarser slides; here they get 10 / mpp, its pixel-size rule, as an integer."""
+    for limit, mag in ((0.16, 80), (0.2, 60), (0.3, 40), (0.6, 20), (1.2, 10), (2.4, 5)):
+        if mpp < limit:
+            return mag
+    return max(1, int(round(10 / mpp)))
 
 
 def grid_coords(width: int, height: int, footprint: float) -> np.ndarray:
@@ -169,6 +216,7 @@ def tile_slide(
         min_tissue=float(min_tissue),
         mask=mask,
         mask_mpp=mask_mpp,
+        dimensions=(int(W), int(H)),
     )
 
 
@@ -206,7 +254,8 @@ def read_coords(path: str | os.PathLike[str]) -> TileGrid:
         return v.decode() if isinstance(v, bytes) else v
 
     known = {"slide", "mpp", "tile_px", "patch_size", "level0_tile_size", "patch_size_level0"}
-    known |= {"base_mpp", "mpp_source", "read_level", "min_tissue"}
+    known |= {"base_mpp", "mpp_source", "read_level", "min_tissue", *TRIDENT_ATTRS}
+    dims = (int(a["level0_width"]), int(a["level0_height"])) if "level0_width" in a else None
     return TileGrid(
         coords=coords,
         tile_px=int(a["tile_px"]),
@@ -219,4 +268,78 @@ def read_coords(path: str | os.PathLike[str]) -> TileGrid:
         tissue=tissue,
         min_tissue=float(a.get("min_tissue", MIN_TISSUE)),
         extra={k: s(v) for k, v in a.items() if k not in known},
+        dimensions=dims,
+    )
+
+
+def _patch_side_level0(a: dict[str, Any], slide: Slide, path: Path) -> float:
+    """A patch file's tile side in level-0 px: TRIDENT's (and edgepath's) ``patch_size_level0``,
+    else CLAM's ``patch_size`` px at ``patch_level`` (times its ``downsample``)."""
+    if "patch_size_level0" in a:
+        return float(a["patch_size_level0"])
+    if "patch_size" in a and "patch_level" in a:
+        level = int(a["patch_level"])
+        down = a.get("downsample")
+        if down is None:
+            if not 0 <= level < slide.level_count:
+                raise SlideReadError(f"{path}: patch_level {level} is not a level of {slide.path}")
+            down = slide.level_downsamples[level]
+        return float(a["patch_size"]) * float(np.ravel(down)[0])
+    raise SlideReadError(
+        f"{path}: 'coords' has neither patch_size_level0 (TRIDENT) nor patch_size + patch_level "
+        "(CLAM); pass a TRIDENT or CLAM patch file, or tile with edgepath"
+    )
+
+
+def read_patch_file(
+    path: str | os.PathLike[str],
+    slide: Slide,
+    *,
+    mpp: float,
+    tile_px: int,
+    tolerance: float = 0.05,
+) -> TileGrid:
+    """The tiles of an existing patch file, to be read at ``mpp`` and ``tile_px``: no retiling.
+
+    Takes TRIDENT's ``patches/<slide>_patches.h5``, CLAM's ``patches/<slide>.h5`` and
+    ``edgepath slides tile``'s files: ``coords`` (N×2, level-0 top-left corners) and the tile
+    side in level-0 px (``patch_size_level0``, or CLAM's ``patch_size`` at ``patch_level``).
+
+    Raises:
+        SlideReadError: Not a patch file.
+        ConfigError: Its tiles are not the model's (side off by more than ``tolerance``).
+    """
+    import h5py
+
+    p = Path(path)
+    try:
+        with h5py.File(p, "r", locking=False) as f:
+            coords = np.asarray(f["coords"][()], dtype=np.int64).reshape(-1, 2)
+            a = {
+                k: (v.decode() if isinstance(v, bytes) else v) for k, v in f["coords"].attrs.items()
+            }
+    except (OSError, KeyError) as exc:
+        raise SlideReadError(f"{p}: not a patch file with a 'coords' dataset ({exc})") from None
+    side = _patch_side_level0(a, slide, p)
+    want = tile_px * mpp / slide.mpp
+    if abs(side / want - 1) > tolerance:
+        raise ConfigError(
+            f"{p}: its patches are {side:g} level-0 px wide ({side * slide.mpp / tile_px:.3g} "
+            f"µm/px at {tile_px} px), the model reads {tile_px} px at {mpp:g} µm/px ({want:.1f} "
+            f"level-0 px): tile again at the model's resolution (TRIDENT: --mag "
+            f"{max(1, round(10 / mpp))} --patch_size {tile_px})"
+        )
+    slide.check_mpp(mpp)
+    return TileGrid(
+        coords=coords,
+        tile_px=int(tile_px),
+        mpp=float(mpp),
+        level0_tile_size=float(want),
+        mpp_source=slide.mpp_source,
+        base_mpp=slide.mpp,
+        slide=str(slide.path),
+        level=slide.best_level_for_mpp(mpp),
+        min_tissue=0.0,
+        extra={"coords_file": str(p)},
+        dimensions=(int(slide.dimensions[0]), int(slide.dimensions[1])),
     )

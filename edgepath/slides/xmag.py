@@ -102,6 +102,7 @@ def xmag_pairs(
         mask=mask,
         mask_mpp=mask_mpp,
         extra={"high_mpp": float(high_mpp), "xmag_k": k, "high_level0_tile_size": high_fp},
+        dimensions=(int(s.dimensions[0]), int(s.dimensions[1])),
     )
 
 

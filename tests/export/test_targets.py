@@ -8,7 +8,7 @@ from edgepath import cards
 from edgepath.errors import ConfigError
 from edgepath.export.targets import JETPACK, load_target, tensorrt_major
 
-EXPECTED = {"onnx", "openvino", "tensorrt", "jetson-orin", "jetson-thor", "triton"}
+EXPECTED = {"onnx", "openvino", "tensorrt", "jetson-orin", "jetson-thor", "triton", "timm"}
 
 
 def test_every_target_the_issue_names_ships() -> None:
