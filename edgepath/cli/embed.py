@@ -260,6 +260,8 @@ def embed(
             summary = emb.run(paths)
     data = summary.to_dict()
     emit(data, as_json=as_json, human=_human)
+    if summary.error:
+        click.echo(f"error: {summary.error}", err=True)
     if summary.exit_code:
         raise SystemExit(summary.exit_code)
 

@@ -8,12 +8,14 @@ returned as results, never raised, so a batch or a watch loop always goes on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import inspect
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +36,8 @@ from edgepath.embed.jobs import (
 )
 from edgepath.embed.lock import HEARTBEAT_S, STALE_AFTER_S, SlideLock
 from edgepath.embed.reader import Preprocess, TileReader
-from edgepath.errors import EdgepathError
+from edgepath.errors import EdgepathError, OutputError
+from edgepath.io import check_writable, output_error
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class Summary:
     results: list[SlideResult] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    error: str | None = None  # why the batch stopped early (an output folder fault)
 
     def count(self, status: str) -> int:
         """Slides with ``status``."""
@@ -90,7 +94,9 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0 all good, 3 if any slide failed, 130 if stopped by a signal (batch)."""
+        """0 all good, 2 output folder fault, 3 a slide failed, 130 stopped by a signal (batch)."""
+        if self.error is not None:
+            return 2
         if self.count("failed"):
             return 3
         return 130 if self.interrupted else 0
@@ -109,6 +115,7 @@ class Summary:
             "embedding_tiles_per_s": round(self.n_tiles / busy, 2) if busy > 0 else 0.0,
             "wsi_per_min": round(60 * done / self.seconds, 3) if self.seconds > 0 else 0.0,
             "interrupted": self.interrupted,
+            "error": self.error,
             "exit_code": self.exit_code,
             "failures": [
                 {"slide": r.slide, "error": r.error} for r in self.results if r.status == "failed"
@@ -225,7 +232,7 @@ class Embedder:
             slide_mpp=slide_mpp,
             uint8=getattr(engine, "input_format", "nchw-float32") == "nhwc-uint8",
         )
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        check_writable(self.out_dir)  # a read-only or full folder: one clear error, up front
         sweep(self.out_dir, stale_after=stale_after)
         self.reader = TileReader(self.pre, batch=batch, workers=workers)
         self._stop = False
@@ -279,6 +286,9 @@ class Embedder:
         Raises:
             Interrupted: A stop was requested while the slide was being embedded (its lock is
                 released and no partial file is left).
+            OutputError: The output folder cannot take the lock or the feature file (read-only,
+                full): not this slide's fault, so it is not recorded as failed; the lock is
+                released and no partial file is left.
         """
         slide = Path(slide)
         out = output_path(slide, self.out_dir)
@@ -297,13 +307,15 @@ class Embedder:
                 result.status = "skipped"
                 return result
             lock = SlideLock(lock_path(out), heartbeat=self.heartbeat, stale_after=self.stale_after)
-            if not lock.acquire():
-                result.status = "busy"
-                return result
+            with self._writing():
+                if not lock.acquire():
+                    result.status = "busy"
+                    return result
             if not self.force and is_done(out, key):  # finished by another process meanwhile
                 result.status = "skipped"
                 return result
-            remove_temps(out)
+            with self._writing():
+                remove_temps(out)
             if prepared is not None and prepared.grid is not None:
                 grid, info = prepared.grid, prepared.slide_info
             else:
@@ -312,7 +324,7 @@ class Embedder:
                 slide, out, grid, info, tiling=tiling, key=key, fp=fp, lock=lock
             )
             result.status = "done"
-        except Interrupted:
+        except (Interrupted, OutputError):
             result.status = "stopped"
             raise
         except Exception as exc:  # one bad slide never stops the batch
@@ -325,6 +337,17 @@ class Embedder:
             if result.status != "stopped":
                 self.reporter.slide_finished(result)
         return result
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn the OSErrors of a write into the output folder into one ``OutputError``."""
+        try:
+            yield
+        except OSError as exc:
+            fault = output_error(exc, self.out_dir)
+            if fault is None:
+                raise
+            raise fault from None
 
     def _tile(self, slide: Path, tiling: Tiling) -> tuple[Any, dict[str, Any]]:
         from edgepath.slides import open_slide, tile_slide
@@ -376,6 +399,22 @@ class Embedder:
             )
         if not len(coords):
             log.warning("%s: no tissue tiles found; writing an empty feature file", slide.name)
+        with self._writing():
+            self._write(out, feats, coords, grid, slide_info, tiling=tiling, key=key, fp=fp)
+        return len(coords)
+
+    def _write(
+        self,
+        out: Path,
+        feats: np.ndarray,
+        coords: np.ndarray,
+        grid: Any,
+        slide_info: dict[str, Any],
+        *,
+        tiling: Tiling,
+        key: str,
+        fp: str,
+    ) -> None:
         write_features(
             out,
             feats,
@@ -397,10 +436,12 @@ class Embedder:
                 **slide_info,
             },
         )
-        return len(coords)
 
     def run(self, slides: list[Path], *, prefetch: bool = True) -> Summary:
         """Process ``slides`` in order; stops cleanly (``interrupted``) when a stop is requested.
+
+        A fault of the output folder (read-only, full) stops the batch with ``error`` set (exit
+        code 2): the slide it hit is not counted as failed, and a rerun finishes the rest.
 
         Args:
             slides: Slide files.
@@ -425,6 +466,8 @@ class Embedder:
         except Interrupted as exc:
             log.warning("%s", exc)
             summary.interrupted = True
+        except OutputError as exc:  # every following slide would fail the same way
+            summary.error = str(exc)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
