@@ -60,22 +60,38 @@ class Preprocess:
 
 
 class _Handles:
-    """A tiny LRU of open slides (per process)."""
+    """A tiny cache of open slides (per process), keyed by the file as it is now.
+
+    The key holds the file's inode, size and mtime besides its path: a slide rescanned under the
+    same name (``edgepath watch`` embeds it again) gets a fresh handle, not the old file's.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, float | None], Any] = {}
+        self._open: dict[tuple[Any, ...], Any] = {}
 
     def get(self, path: str, slide_mpp: float | None) -> Any:
         from edgepath.slides import open_slide
 
-        key = (path, slide_mpp)
+        try:
+            st = os.stat(path)
+            key: tuple[Any, ...] = (path, slide_mpp, st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = (path, slide_mpp)  # open_slide says what is wrong
         if key not in self._open:
+            self.drop(path)
             while len(self._open) >= _HANDLE_CACHE:
                 _, old = self._open.popitem()
                 with contextlib.suppress(Exception):
                     old.close()
             self._open[key] = open_slide(path, mpp=slide_mpp)
         return self._open[key]
+
+    def drop(self, path: str) -> None:
+        """Close the handles of ``path``: after a read error OpenSlide's handle stays in error
+        (every later read of it fails), so a retry of the same file must reopen it."""
+        for key in [k for k in self._open if k[0] == path]:
+            with contextlib.suppress(Exception):
+                self._open.pop(key).close()
 
     def close(self) -> None:
         for s in self._open.values():
@@ -91,18 +107,38 @@ def fill(
     pre: Preprocess,
     scale: np.ndarray,
     offset: np.ndarray,
+    *,
+    first: int = 0,
 ) -> None:
-    """Read ``coords`` from ``slide`` into ``out[: len(coords)]`` as the engine takes them."""
+    """Read ``coords`` from ``slide`` into ``out[: len(coords)]`` as the engine takes them.
+
+    Raises:
+        SlideReadError: A tile cannot be read or decoded; the message names the slide, the
+            tile's index in the slide's grid (``first`` is the index of ``coords[0]``) and its
+            level-0 position.
+    """
     for i, (x0, y0) in enumerate(coords):
-        tile = np.asarray(
-            slide.read_tile(int(x0), int(y0), mpp=pre.mpp, tile_px=pre.tile_px), dtype=np.uint8
-        )[..., :3]
+        try:
+            tile = slide.read_tile(int(x0), int(y0), mpp=pre.mpp, tile_px=pre.tile_px)
+        except Exception as exc:
+            raise tile_error(str(slide.path), first + i, int(x0), int(y0), exc) from None
+        tile = np.asarray(tile, dtype=np.uint8)[..., :3]
         if pre.uint8:
             out[i] = tile
             continue
         chw = tile.transpose(2, 0, 1)
         np.multiply(chw, scale, out=out[i], casting="unsafe")
         out[i] += offset
+
+
+def tile_error(path: str, index: int, x0: int, y0: int, exc: BaseException) -> SlideReadError:
+    """A ``SlideReadError`` naming the slide, the tile (index, level-0 x/y) and the cause."""
+    cause = str(exc).strip()
+    if cause.startswith(f"{path}: "):  # the slide reader's own message names the slide too
+        cause = cause[len(path) + 2 :]
+    elif not isinstance(exc, SlideReadError):
+        cause = f"{type(exc).__name__}: {cause}"
+    return SlideReadError(f"{path}: tile {index} at level-0 x={x0}, y={y0}: {cause}")
 
 
 def _worker(
@@ -131,12 +167,15 @@ def _worker(
                 continue
             if task is None:
                 break
-            slot, seq, path, slide_mpp, coords = task
+            slot, seq, path, slide_mpp, first, coords = task
             try:
-                fill(bufs[slot], handles.get(path, slide_mpp), coords, pre, scale, offset)
+                slide = handles.get(path, slide_mpp)
+                fill(bufs[slot], slide, coords, pre, scale, offset, first=first)
                 results.put((slot, seq, len(coords), None))
             except Exception as exc:  # reported to the main process, which fails the slide
-                results.put((slot, seq, 0, f"{type(exc).__name__}: {exc}"))
+                handles.drop(path)
+                msg = str(exc) if isinstance(exc, EdgepathError) else f"{path}: {_one_line(exc)}"
+                results.put((slot, seq, 0, msg))
     finally:
         handles.close()
         del bufs
@@ -244,15 +283,16 @@ class TileReader:
         mpp0 = self.pre.slide_mpp if slide_mpp is None else slide_mpp
         starts = list(range(0, len(coords), self.batch))
         if not self.workers:
-            slide_h = self._handles.get(path, mpp0)
             for s in starts:
                 if should_stop is not None and should_stop():
                     return
                 c = coords[s : s + self.batch]
                 try:
-                    fill(self._bufs[0], slide_h, c, self.pre, self._scale, self._offset)
-                except Exception as exc:
-                    raise SlideReadError(f"{path}: cannot read tile at {s}: {exc}") from exc
+                    slide_h = self._handles.get(path, mpp0)
+                    fill(self._bufs[0], slide_h, c, self.pre, self._scale, self._offset, first=s)
+                except Exception:
+                    self._handles.drop(path)
+                    raise
                 yield s, self._bufs[0][: len(c)]
             return
         yield from self._pooled(path, mpp0, coords, starts, should_stop)
@@ -280,6 +320,7 @@ class TileReader:
                             next_submit,
                             path,
                             slide_mpp,
+                            s,
                             np.ascontiguousarray(coords[s : s + self.batch]),
                         )
                     )
@@ -301,7 +342,7 @@ class TileReader:
                 slot, n, err = ready.pop(next_yield)
                 if err is not None:
                     free.append(slot)
-                    raise SlideReadError(f"{path}: cannot read tiles: {err}")
+                    raise SlideReadError(err)
                 if should_stop is not None and should_stop():
                     free.append(slot)
                     return
@@ -359,3 +400,8 @@ class TileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 
+import numpy as np
 import pytest
 
 from edgepath.embed.features import read_features
@@ -211,3 +212,104 @@ def test_watch_retries_once_space_is_back(tiny_model, sample_slide, tmp_path, mo
         emb.close()
     assert [r.status for r in results] == ["done"]
     assert box["summary"].count("done") == 1
+
+
+def _corrupt_tile(path, x: int, y: int) -> tuple[int, int]:
+    """Break the JPEG scan data of the level-0 TIFF tile holding (x, y); headers stay valid.
+
+    A JPEG marker (0xFFD8) is written into the middle of the entropy-coded data, as a bit error
+    on the scanner's disk would; libjpeg stops there ("Corrupt JPEG data: premature end of
+    data segment"). Returns the top-left corner of the TIFF tile.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        tw, th = page.tilewidth, page.tilelength
+        across = -(-page.shape[1] // tw)
+        k = (y // th) * across + x // tw
+        offset, count = page.dataoffsets[k], page.databytecounts[k]
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = bytearray(f.read(count))
+        sos = data.index(b"\xff\xda")
+        start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+        data[(start + count) // 2 : (start + count) // 2 + 2] = b"\xff\xd8"
+        f.seek(offset)
+        f.write(data)
+    return (x // tw) * tw, (y // th) * th
+
+
+@pytest.fixture(scope="module")
+def synthetic_slides(tmp_path_factory):
+    """Two synthetic slides: one good, one whose JPEG data is broken in a middle tissue tile."""
+    from edgepath.slides import synthesize_slide, tile_slide
+
+    d = tmp_path_factory.mktemp("corrupt")
+    good = synthesize_slide(d / "good.tiff", tiles=40, seed=11)
+    bad = d / "bad.tiff"
+    shutil.copy(good, bad)
+    grid = tile_slide(good, mpp=0.5, tile_px=224)
+    x, y = (int(v) for v in grid.coords[len(grid.coords) // 2])
+    fp = grid.level0_tile_size
+    corner = _corrupt_tile(bad, int(x + fp / 2), int(y + fp / 2))
+    return good, bad, corner, grid
+
+
+def _overlaps(x: int, y: int, fp: float, corner: tuple[int, int], side: int = 256) -> bool:
+    return (
+        x < corner[0] + side and corner[0] < x + fp and y < corner[1] + side and corner[1] < y + fp
+    )
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_corrupt_tile_fails_its_slide_alone(
+    run_cli, tiny_model, synthetic_slides, tmp_path, workers
+):
+    import re
+
+    good, bad, corner, grid = synthetic_slides
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name, src in (("a.tiff", good), ("b.tiff", bad), ("c.tiff", good)):
+        shutil.copy(src, slides / name)
+    out = tmp_path / "feats"
+    code, data, stderr = _embed(run_cli, tiny_model, [slides], out, "--workers", workers)
+    assert code == 3, stderr  # a slide failed, the batch went on
+    assert (data["done"], data["failed"]) == (2, 1)
+    (failure,) = data["failures"]
+    msg = failure["error"]
+    assert failure["slide"] == str(slides / "b.tiff") and msg.count(str(slides / "b.tiff")) == 1
+    m = re.search(r"tile (\d+) at level-0 x=(\d+), y=(\d+): .*Corrupt JPEG data", msg)
+    assert m, msg
+    index, x, y = (int(v) for v in m.groups())
+    assert tuple(grid.coords[index]) == (x, y)  # the index is the tile's place in the grid
+    assert _overlaps(x, y, grid.level0_tile_size, corner)  # and it is the broken one
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5", "c.h5"]
+
+
+def test_rescan_under_the_same_name_is_read_afresh(tiny_model, synthetic_slides, tmp_path):
+    """A long-lived reader pool reads a slide replaced under the same name, not the old handle.
+
+    OpenSlide keeps a handle in error after a failed read, and the workers cached handles by
+    path: a rescan of a corrupt slide (watch embeds it again) failed again from the old handle.
+    """
+    from edgepath.embed.model import open_model
+    from edgepath.embed.run import Embedder
+
+    good, bad, _, _ = synthetic_slides
+    slide = tmp_path / "s.tiff"
+    shutil.copy(bad, slide)
+    engine, info = open_model(tiny_model, engine="onnxruntime")
+    with Embedder(engine, info, tmp_path / "feats", workers=1, batch=8) as emb:
+        first = emb.process(slide)
+        assert first.status == "failed" and "Corrupt JPEG" in first.error
+        with open(slide, "r+b") as f:  # rescanned in place: same path, same inode
+            f.write(good.read_bytes())
+        second = emb.process(slide)
+    assert second.status == "done", second.error
+    engine, info = open_model(tiny_model, engine="onnxruntime")  # the first one was closed
+    with Embedder(engine, info, tmp_path / "ref", workers=0, batch=8) as emb:
+        assert emb.process(good).status == "done"
+    a, b = read_features(tmp_path / "feats" / "s.h5"), read_features(tmp_path / "ref" / "good.h5")
+    np.testing.assert_allclose(a.features, b.features, atol=1e-5)
