@@ -383,11 +383,18 @@ class Embedder:
         batches = self.reader.batches(
             slide, coords, slide_mpp=tiling.slide_mpp, should_stop=lambda: self._stop
         )
-        for start, x in batches:
-            y = self.engine.embed_tiles(x) if self.pre.uint8 else self.engine(x)
-            feats[start : start + len(x)] = y
-            n += len(x)
-            self.reporter.tiles_done(len(x))
+        try:
+            for start, x in batches:
+                y = self.engine.embed_tiles(x) if self.pre.uint8 else self.engine(x)
+                feats[start : start + len(x)] = y
+                n += len(x)
+                self.reporter.tiles_done(len(x))
+        finally:
+            # Closed here, not when garbage-collected: an engine error left the generator
+            # suspended with batches in flight, and while anything kept the traceback (a log
+            # handler holding exc_info), the next slide handed out the same shared-memory slots
+            # and took the late results of this one as its own tiles.
+            batches.close()
         if self._stop:
             raise Interrupted(f"{slide}: stopped before it was complete; nothing was written")
         if n != len(coords):
