@@ -5,6 +5,12 @@ read the tiles through ``edgepath.slides`` (OpenSlide decodes the JPEG/JPEG 2000
 model's normalisation and write float32 NCHW straight into one of a few shared-memory slots. The
 main process only hands out slots and feeds ready slots to the engine, in order, so reading the
 next batches overlaps with inference on the current one and no pixel data goes through a pipe.
+
+Resources are bounded and released: each worker talks to the main process over its own pipe
+(no named semaphores, which ``multiprocessing.Queue`` leaves in /dev/shm when killed) and exits
+when that pipe closes, however the main process ended; the slots are named after the process
+(``edgepath-<pid>-...``) and unlinked on ``close()``, on errors and on stops, and the slots of a
+process killed with SIGKILL are removed by the next reader pool on the same host.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import queue
+import secrets
+import socket
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,12 @@ log = logging.getLogger(__name__)
 #: Slide handles a worker keeps open (slides are read one after another).
 _HANDLE_CACHE = 2
 _POLL_S = 0.5
+
+#: Shared-memory names: ``edgepath-<pid>-<host tag>-<random>`` (30 characters at most, the
+#: macOS limit), so that what a killed process left in /dev/shm can be told and removed.
+SHM_PREFIX = "edgepath-"
+SHM_DIR = Path("/dev/shm")
+_HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
 
 
 @dataclass(frozen=True)
@@ -141,46 +156,76 @@ def tile_error(path: str, index: int, x0: int, y0: int, exc: BaseException) -> S
     return SlideReadError(f"{path}: tile {index} at level-0 x={x0}, y={y0}: {cause}")
 
 
-def _worker(
-    tasks: Any, results: Any, shm_names: list[str], shape: tuple[int, ...], pre: Preprocess
-) -> None:
-    """Worker loop: read a batch into its slot, report ``(slot, seq, n, error)``."""
+def _shm_name() -> str:
+    return f"{SHM_PREFIX}{os.getpid()}-{_HOST_TAG}-{secrets.token_hex(3)}"
+
+
+def sweep_shm(folder: Path | None = None) -> list[str]:
+    """Remove the reader slots of processes of this host that are gone.
+
+    A reader pool unlinks its slots on ``close()``, which runs on SIGTERM, SIGINT and errors,
+    and Python's resource tracker unlinks them when the process is killed. SIGKILL to the whole
+    process group (systemd's stop timeout, ``kill -9 -- -PGID``) kills the tracker as well,
+    and the slots (``batch`` tiles of float32 each) stayed in /dev/shm, in memory, until reboot.
+
+    Returns:
+        The names removed.
+    """
+    from edgepath.embed.lock import pid_alive
+
+    folder = SHM_DIR if folder is None else folder
+    removed: list[str] = []
+    if not folder.is_dir():  # no /dev/shm to list (not Linux)
+        return removed
+    for f in folder.glob(f"{SHM_PREFIX}*"):
+        pid, _, rest = f.name[len(SHM_PREFIX) :].partition("-")
+        if not pid.isdigit() or not rest.startswith(f"{_HOST_TAG}-") or pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            f.unlink()
+            removed.append(f.name)
+    if removed:
+        log.info("removed %d shared-memory slot(s) of killed runs", len(removed))
+    return removed
+
+
+def _worker(conn: Any, shm_names: list[str], shape: tuple[int, ...], pre: Preprocess) -> None:
+    """Worker loop: read a batch into its slot, report ``(slot, seq, n, error)`` on ``conn``."""
     import signal
     from multiprocessing import shared_memory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    parent = os.getppid()
     shms = [shared_memory.SharedMemory(name=n) for n in shm_names]
     bufs = [np.ndarray(shape, dtype=pre.dtype, buffer=s.buf) for s in shms]
     scale, offset = pre.scale_offset()
     handles = _Handles()
     import edgepath.slides  # noqa: F401  (import cost paid before the first batch)
 
-    results.put(("ready", os.getpid(), 0, None))
     try:
-        while True:
-            try:
-                task = tasks.get(timeout=_POLL_S * 4)
-            except queue.Empty:
-                if os.getppid() != parent:  # the main process was killed (kill -9): exit too
-                    break
-                continue
-            if task is None:
-                break
+        conn.send(("ready", os.getpid(), 0, None))
+        while (task := conn.recv()) is not None:
             slot, seq, path, slide_mpp, first, coords = task
             try:
                 slide = handles.get(path, slide_mpp)
                 fill(bufs[slot], slide, coords, pre, scale, offset, first=first)
-                results.put((slot, seq, len(coords), None))
+                reply = (slot, seq, len(coords), None)
             except Exception as exc:  # reported to the main process, which fails the slide
                 handles.drop(path)
                 msg = str(exc) if isinstance(exc, EdgepathError) else f"{path}: {_one_line(exc)}"
-                results.put((slot, seq, 0, msg))
+                reply = (slot, seq, 0, msg)
+            conn.send(reply)
+    except (EOFError, OSError):  # the main process is gone, however it ended: exit too
+        pass
     finally:
         handles.close()
         del bufs
         for s in shms:
             s.close()
+        conn.close()
+
+
+class _WorkerDied(Exception):
+    """A reader process exited while it had work (its pipe closed)."""
 
 
 class TileReader:
@@ -206,62 +251,105 @@ class TileReader:
         self._shms: list[Any] = []
         self._bufs: list[np.ndarray] = []
         self._procs: list[Any] = []
+        self._conns: list[Any] = []
         self._handles = _Handles()
-        if self.workers:
-            from multiprocessing import shared_memory
+        if not self.workers:
+            self._bufs.append(np.empty(self.shape, dtype=pre.dtype))
+            return
+        from multiprocessing import shared_memory
 
+        sweep_shm()
+        try:
             for _ in range(n_slots):
-                s = shared_memory.SharedMemory(create=True, size=nbytes)
+                s = shared_memory.SharedMemory(name=_shm_name(), create=True, size=nbytes)
                 self._shms.append(s)
                 self._bufs.append(np.ndarray(self.shape, dtype=pre.dtype, buffer=s.buf))
             self._start()
-        else:
-            self._bufs.append(np.empty(self.shape, dtype=pre.dtype))
+        except BaseException:  # workers that cannot start: free the slots now, not at exit
+            self.close()
+            raise
+
+    @property
+    def shm_names(self) -> list[str]:
+        """Names of the shared-memory slots (empty without workers)."""
+        return [s.name for s in self._shms]
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the reader workers."""
+        return [p.pid for p in self._procs]
 
     def _start(self) -> None:
         # spawn: workers never inherit the engine's thread pools or a half-held lock
         ctx = mp.get_context("spawn")
-        self._tasks = ctx.Queue()
-        self._results = ctx.Queue()
         names = [s.name for s in self._shms]
-        self._procs = [
-            ctx.Process(
+        for i in range(self.workers):
+            mine, theirs = ctx.Pipe(duplex=True)
+            p = ctx.Process(
                 target=_worker,
-                args=(self._tasks, self._results, names, self.shape, self.pre),
+                args=(theirs, names, self.shape, self.pre),
                 name=f"edgepath-reader-{i}",
                 daemon=True,
             )
-            for i in range(self.workers)
-        ]
-        for p in self._procs:
-            p.start()
+            self._conns.append(mine)
+            try:
+                p.start()
+            finally:
+                theirs.close()  # the worker's end lives in the worker only: its exit is EOF here
+            self._procs.append(p)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
         """Wait for every worker's hello, so a worker that cannot start fails here, clearly."""
         import time
 
-        waiting = len(self._procs)
+        waiting = set(self._conns)
         deadline = time.monotonic() + timeout
-        while waiting:
-            try:
-                msg = self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if any(not p.is_alive() for p in self._procs) or time.monotonic() > deadline:
-                    self._stop_workers(graceful=False)
-                    raise EdgepathError(
-                        "tile reader processes failed to start; when calling edgepath from a "
-                        "script, put the calling code under `if __name__ == '__main__':` "
-                        "(multiprocessing spawn), or pass workers=0"
-                    ) from None
-                continue
-            if msg[0] == "ready":
-                waiting -= 1
+        try:
+            while waiting:
+                for conn in mp_connection.wait(list(waiting), timeout=_POLL_S):
+                    if conn.recv()[0] == "ready":
+                        waiting.discard(conn)
+                if waiting and time.monotonic() > deadline:
+                    raise _WorkerDied
+        except (_WorkerDied, EOFError, OSError):
+            self._stop_workers(graceful=False)
+            raise EdgepathError(
+                "tile reader processes failed to start; when calling edgepath from a "
+                "script, put the calling code under `if __name__ == '__main__':` "
+                "(multiprocessing spawn), or pass workers=0"
+            ) from None
 
     def _restart(self) -> None:
         log.warning("restarting tile reader workers")
         self._stop_workers(graceful=False)
         self._start()
+
+    def _send(self, load: list[int], task: tuple[Any, ...]) -> None:
+        """Give ``task`` to the worker with the fewest batches in flight."""
+        w = min(range(len(self._conns)), key=load.__getitem__)
+        try:
+            self._conns[w].send(task)
+        except OSError:  # BrokenPipeError: that worker is gone
+            raise _WorkerDied from None
+        load[w] += 1
+
+    def _receive(self, load: list[int]) -> list[tuple[int, int, int, str | None]]:
+        """Replies that arrive within ``_POLL_S`` (maybe none).
+
+        Raises:
+            _WorkerDied: A worker's pipe closed (it exited or was killed).
+        """
+        replies = []
+        for conn in mp_connection.wait(self._conns, timeout=_POLL_S):
+            try:
+                replies.append(conn.recv())
+            except (EOFError, OSError):
+                raise _WorkerDied from None
+            load[self._conns.index(conn)] -= 1
+        if not replies and any(not p.is_alive() for p in self._procs):
+            raise _WorkerDied
+        return replies
 
     def batches(
         self,
@@ -295,6 +383,8 @@ class TileReader:
                     raise
                 yield s, self._bufs[0][: len(c)]
             return
+        if not self._procs:  # reaped after they died with a stop
+            self._start()
         yield from self._pooled(path, mpp0, coords, starts, should_stop)
 
     def _pooled(
@@ -307,38 +397,19 @@ class TileReader:
     ) -> Iterator[tuple[int, np.ndarray]]:
         free = list(range(len(self._bufs)))
         ready: dict[int, tuple[int, int, str | None]] = {}
-        in_flight = 0
+        load = [0] * len(self._conns)  # batches in flight per worker
         next_submit = next_yield = 0
         broken = False
         try:
             while next_yield < len(starts):
                 while free and next_submit < len(starts):
                     s = starts[next_submit]
-                    self._tasks.put(
-                        (
-                            free.pop(),
-                            next_submit,
-                            path,
-                            slide_mpp,
-                            s,
-                            np.ascontiguousarray(coords[s : s + self.batch]),
-                        )
-                    )
+                    c = np.ascontiguousarray(coords[s : s + self.batch])
+                    self._send(load, (free.pop(), next_submit, path, slide_mpp, s, c))
                     next_submit += 1
-                    in_flight += 1
                 while next_yield not in ready:
-                    try:
-                        slot, seq, n, err = self._results.get(timeout=_POLL_S)
-                    except queue.Empty:
-                        if any(not p.is_alive() for p in self._procs):
-                            broken = True
-                            raise SlideReadError(
-                                f"{path}: a tile reader process died (corrupt slide or out of "
-                                "memory); the slide was skipped"
-                            ) from None
-                        continue
-                    in_flight -= 1
-                    ready[seq] = (slot, n, err)
+                    for slot, seq, n, err in self._receive(load):
+                        ready[seq] = (slot, n, err)
                 slot, n, err = ready.pop(next_yield)
                 if err is not None:
                     free.append(slot)
@@ -349,44 +420,61 @@ class TileReader:
                 yield starts[next_yield], self._bufs[slot][:n]
                 free.append(slot)
                 next_yield += 1
+        except _WorkerDied:
+            if should_stop is not None and should_stop():
+                # SIGTERM to the whole process group (systemd stopping the service, `kill --
+                # -PGID`) kills the workers while this process stops gracefully: that is the
+                # stop, not a broken slide. It was reported as one, and workers were restarted.
+                return
+            broken = True
+            raise SlideReadError(
+                f"{path}: a tile reader process died (corrupt slide or out of memory); the "
+                "slide was skipped"
+            ) from None
         finally:
             if broken:
                 self._restart()
             else:
-                self._drain(in_flight)
+                self._drain(load, stopping=should_stop is not None and should_stop())
 
-    def _drain(self, in_flight: int) -> None:
-        """Wait for batches still being read (after an error or a stop) so slots are free."""
-        while in_flight > 0:
-            try:
-                self._results.get(timeout=_POLL_S)
-                in_flight -= 1
-            except queue.Empty:
-                if any(not p.is_alive() for p in self._procs):
-                    self._restart()
-                    return
+    def _drain(self, load: list[int], *, stopping: bool = False) -> None:
+        """Wait for batches still being read (after an error or a stop) so slots are free.
+
+        Dead workers are replaced, unless this is a stop (they died with it): then they are
+        reaped, and the next ``batches`` call starts new ones.
+        """
+        try:
+            while sum(load) > 0:
+                self._receive(load)
+        except _WorkerDied:
+            if stopping:
+                self._stop_workers(graceful=False)
+            else:
+                self._restart()
 
     def _stop_workers(self, *, graceful: bool) -> None:
         if graceful:
-            for _ in self._procs:
-                with contextlib.suppress(Exception):
-                    self._tasks.put(None)
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
             for p in self._procs:
                 p.join(timeout=5)
         for p in self._procs:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
         self._procs = []
-        for q in (getattr(self, "_tasks", None), getattr(self, "_results", None)):
-            if q is not None:
-                q.close()
-                q.cancel_join_thread()
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
 
     def close(self) -> None:
         """Stop the workers and free the shared memory."""
         self._handles.close()
-        if self._procs:
+        if self._procs or self._conns:
             self._stop_workers(graceful=True)
         self._bufs = []
         for s in self._shms:
