@@ -254,7 +254,7 @@ class TileReader:
         self._conns: list[Any] = []
         self._handles = _Handles()
         if not self.workers:
-            self._bufs.append(np.empty(self.shape, dtype=pre.dtype))
+            self._bufs.append(np.zeros(self.shape, dtype=pre.dtype))  # padding rows: finite
             return
         from multiprocessing import shared_memory
 
@@ -358,11 +358,14 @@ class TileReader:
         *,
         slide_mpp: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        full: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, x)`` in order: ``x`` holds the tiles ``coords[start:start + len(x)]``.
 
         ``x`` is a view of a reusable buffer, valid until the next iteration. ``slide_mpp``
-        overrides this slide's level-0 mpp (default: ``pre.slide_mpp``).
+        overrides this slide's level-0 mpp (default: ``pre.slide_mpp``). With ``full``, ``x``
+        always has ``batch`` rows: the last batch's rows past the slide's tiles hold stale data
+        (the caller uses the first ``min(batch, len(coords) - start)``).
 
         Raises:
             SlideReadError: A tile could not be read, or a worker died (e.g. a corrupt slide).
@@ -381,11 +384,12 @@ class TileReader:
                 except Exception:
                     self._handles.drop(path)
                     raise
-                yield s, self._bufs[0][: len(c)]
+                yield s, self._bufs[0] if full else self._bufs[0][: len(c)]
             return
         if not self._procs:  # reaped after they died with a stop
             self._start()
-        yield from self._pooled(path, mpp0, coords, starts, should_stop)
+        for s, x in self._pooled(path, mpp0, coords, starts, should_stop):
+            yield s, x if full else x[: min(self.batch, len(coords) - s)]
 
     def _pooled(
         self,
@@ -417,7 +421,7 @@ class TileReader:
                 if should_stop is not None and should_stop():
                     free.append(slot)
                     return
-                yield starts[next_yield], self._bufs[slot][:n]
+                yield starts[next_yield], self._bufs[slot]
                 free.append(slot)
                 next_yield += 1
         except _WorkerDied:

@@ -187,3 +187,29 @@ def test_engine_error_leaves_nothing_in_flight_for_the_next_slide(spec, sample_s
         assert emb.process(other).status == "done"
     got, ref = (read_features(tmp_path / d / "other.h5").features for d in ("a", "b"))
     np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_engine_sees_one_batch_shape(spec, sample_slide, tmp_path, workers):
+    """The last, partial batch is padded: runtimes grow their memory for every new shape."""
+    from edgepath.embed.features import read_features
+
+    shapes = []
+
+    class Recording(_Engine):
+        def __call__(self, x):
+            shapes.append(x.shape[0])
+            return super().__call__(x)
+
+    rec = Recording(spec)
+    with Embedder(rec, INFO, tmp_path / "feats", batch=8, workers=workers) as emb:
+        r = emb.process(sample_slide)
+    assert r.status == "done" and r.n_tiles % 8 != 0  # a partial last batch
+    assert set(shapes) == {8} and len(shapes) == -(-r.n_tiles // 8)
+    coords = _coords(sample_slide)  # the first 10 tiles, read without padding
+    with TileReader(PRE, batch=10, workers=0) as reader:
+        ((_, x),) = list(reader.batches(sample_slide, coords))
+        ref = x.mean(axis=(2, 3))
+    got = read_features(tmp_path / "feats" / "cmu-1-small-region.h5").features
+    assert got.shape == (r.n_tiles, 3)
+    np.testing.assert_allclose(got[:10], ref, atol=1e-6)
