@@ -82,15 +82,32 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     error: str | None = None  # why the batch stopped early (an output folder fault)
+    #: Slides per status, tiles and embedding seconds of results dropped by ``retire``.
+    retired: dict[str, float] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         """Slides with ``status``."""
-        return sum(r.status == status for r in self.results)
+        return sum(r.status == status for r in self.results) + int(self.retired.get(status, 0))
 
     @property
     def n_tiles(self) -> int:
         """Tiles embedded in this run (skipped slides not counted)."""
-        return sum(r.n_tiles for r in self.results if r.status == "done")
+        done = sum(r.n_tiles for r in self.results if r.status == "done")
+        return done + int(self.retired.get("tiles", 0))
+
+    def retire(self, keep: int) -> None:
+        """Keep the last ``keep`` results; older ones stay in the counts only.
+
+        A watch runs for weeks: one result per slide held forever made its memory grow with
+        every slide (about 1 KB each), without end.
+        """
+        while len(self.results) > keep:
+            r = self.results.pop(0)
+            self.retired[r.status] = self.retired.get(r.status, 0) + 1
+            self.retired["slides"] = self.retired.get("slides", 0) + 1
+            if r.status == "done":
+                self.retired["tiles"] = self.retired.get("tiles", 0) + r.n_tiles
+                self.retired["seconds"] = self.retired.get("seconds", 0.0) + r.seconds
 
     @property
     def exit_code(self) -> int:
@@ -105,8 +122,9 @@ class Summary:
         """As plain data (the ``--json`` output)."""
         done = self.count("done")
         busy = sum(r.seconds for r in self.results if r.status == "done")
+        busy += self.retired.get("seconds", 0.0)
         return {
-            "slides": len(self.results),
+            "slides": len(self.results) + int(self.retired.get("slides", 0)),
             **{s: self.count(s) for s in STATUSES},
             "tiles": self.n_tiles,
             "seconds": round(self.seconds, 3),
@@ -120,7 +138,7 @@ class Summary:
             "failures": [
                 {"slide": r.slide, "error": r.error} for r in self.results if r.status == "failed"
             ],
-            "results": [r.to_dict() for r in self.results],
+            "results": [r.to_dict() for r in self.results],  # the last ones kept (``retire``)
         }
 
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 RETRY_S = 60.0
 RETRY_MAX_S = 300.0
 
+#: Results a watch keeps for its summary (older slides stay in its counts only).
+KEEP_RESULTS = 1000
+
 #: Names scanners and copy tools give files still being written.
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".copying")
 
@@ -132,13 +135,15 @@ def watch(
         retry: Seconds before retrying after an output folder fault.
 
     Returns:
-        The summary of every slide handled in this session.
+        The summary of the session: counts of every slide handled, the last ``KEEP_RESULTS``
+        results.
     """
     box = Inbox(inbox, settle=settle)
     summary = Summary()
     busy: set[Path] = set()
     t0 = time.perf_counter()
     backoff = retry
+    handled = 0
     log.info("watching %s (poll %.1f s, settle %.1f s)", inbox, poll, settle)
     try:
         while not embedder.stopping:
@@ -166,9 +171,11 @@ def watch(
                     box.mark_handled(path)
                     busy.discard(path)
                 summary.results.append(result)
+                summary.retire(KEEP_RESULTS)
                 if on_result is not None:
                     on_result(result)
-                if max_slides is not None and len(summary.results) >= max_slides:
+                handled += 1
+                if max_slides is not None and handled >= max_slides:
                     embedder.request_stop()
             deadline = time.monotonic() + pause
             while not embedder.stopping and time.monotonic() < deadline:
