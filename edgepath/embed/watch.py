@@ -4,6 +4,8 @@ Scanners write a slide over minutes. A file is *settled* once its size and modif
 have not changed for ``settle`` seconds; only then is it embedded, once. A file that changes
 afterwards (a rescan under the same name) is considered again; the resume key then decides
 whether its features are recomputed. Bad slides are logged and not retried until they change.
+A full or read-only output folder is not a slide's fault: the slide stays pending and is retried
+with back-off until the folder takes files again.
 """
 
 from __future__ import annotations
