@@ -41,6 +41,14 @@ class ArtifactError(EdgepathError):
     """An artifact folder that is missing, incomplete, or of the wrong kind."""
 
 
+class OutputError(EdgepathError):
+    """An output folder that cannot take a file: read-only, not permitted, or full.
+
+    Not the fault of the input being processed: a batch stops (every following input would
+    fail the same way) and ``edgepath watch`` retries once the folder takes files again.
+    """
+
+
 def require(module: str, extra: str, *, purpose: str = ""):
     """Import an optional dependency lazily or raise ``MissingDependencyError`` naming the extra.
 

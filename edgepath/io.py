@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from edgepath.errors import OutputError
 
 
 @contextlib.contextmanager
@@ -74,3 +77,55 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+#: errno values that say "this folder cannot take the file" (not "this input is bad").
+_FOLDER_FAULTS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def output_error(exc: OSError, folder: str | os.PathLike[str]) -> OutputError | None:
+    """``exc`` as an ``OutputError`` naming ``folder`` and the fix, or ``None`` if it is not one.
+
+    Args:
+        exc: An error raised while creating, writing or renaming a file in ``folder``.
+        folder: The output folder (named in the message, not the temporary file).
+    """
+    what = _FOLDER_FAULTS.get(exc.errno or 0)
+    if what is None:
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space there or pass another output folder, then rerun"
+    else:
+        fix = "make it writable or pass another output folder"
+    return OutputError(f"{folder}: cannot write to this output folder ({what}); {fix}")
+
+
+def check_writable(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed and write (then remove) a small file in it.
+
+    Permission bits alone do not say whether a folder takes files (a read-only mount, root, ACLs,
+    a full disk), so this tries.
+
+    Raises:
+        OutputError: The folder cannot be created or written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgepath-probe.", dir=folder)
+        try:
+            os.write(fd, b"edgepath")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        fault = output_error(exc, folder)
+        if fault is None:
+            raise OutputError(f"{folder}: cannot write to this output folder ({exc})") from None
+        raise fault from None

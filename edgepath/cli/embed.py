@@ -299,6 +299,8 @@ def embed(
     if part is not None:
         data["shard"] = f"{part[0]}/{part[1]}"
     emit(data, as_json=as_json, human=_human)
+    if summary.error:
+        click.echo(f"error: {summary.error}", err=True)
     if summary.exit_code:
         raise SystemExit(summary.exit_code)
 

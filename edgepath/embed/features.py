@@ -7,6 +7,7 @@ and both are read back.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -115,21 +116,38 @@ def write_features(
         "embed_dim": int(features.shape[1]),
         **(attrs or {}),
     }
+    # The HDF5 file is assembled in memory and written with plain writes. HDF5 does not recover
+    # from a write error in its own I/O: a disk that fills while it writes gave "Can't close
+    # file" OSErrors whose first line says nothing useful, RuntimeErrors ("Can't destroy cache")
+    # from an explicit flush, and "Exception ignored in ObjectID.__dealloc__" tracebacks on
+    # stderr. In memory HDF5 cannot meet a disk error; ours are ordinary OSErrors (errno kept),
+    # and atomic_path removes the partial temporary file.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
+        for name, extra in (("coords", coords_attrs), ("features", features_attrs)):
+            for k, v in (extra or {}).items():
+                f[name].attrs[k] = _attr_value(v)
+        for k, v in root.items():
+            f.attrs[k] = _attr_value(v)
     with atomic_path(path, suffix=".tmp") as tmp:
-        with h5py.File(tmp, "w", locking=False) as f:
-            _fill(f, features, coords, mpp=mpp, tile_px=tile_px, level0_tile_size=level0_tile_size)
-            for name, extra in (("coords", coords_attrs), ("features", features_attrs)):
-                for k, v in (extra or {}).items():
-                    f[name].attrs[k] = _attr_value(v)
-            for k, v in root.items():
-                f.attrs[k] = _attr_value(v)
-        fd = os.open(tmp, os.O_RDONLY)  # on disk before the rename makes it visible
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_all(tmp, image.getbuffer())
+    del image
     log.debug("wrote %s (%d tiles)", path, len(coords))
     return path
+
+
+def _write_all(path: Path, data: memoryview) -> None:
+    """Write ``data`` to ``path`` and sync it (on disk before the rename makes it visible)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        data.release()
 
 
 def _fill(

@@ -153,10 +153,18 @@ class SlideLock:
             "token": self.token,
             "started": time.time(),
         }
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            # A full disk lets O_EXCL create the file and then fails the write: the empty lock
+            # was left behind, unowned (release() removes only locks it holds), and every
+            # process saw the slide as busy until it went stale.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
         self._held = True
         self._stop.clear()
         if self.heartbeat > 0:

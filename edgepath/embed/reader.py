@@ -5,6 +5,12 @@ read the tiles through ``edgepath.slides`` (OpenSlide decodes the JPEG/JPEG 2000
 model's normalisation and write float32 NCHW straight into one of a few shared-memory slots. The
 main process only hands out slots and feeds ready slots to the engine, in order, so reading the
 next batches overlaps with inference on the current one and no pixel data goes through a pipe.
+
+Resources are bounded and released: each worker talks to the main process over its own pipe
+(no named semaphores, which ``multiprocessing.Queue`` leaves in /dev/shm when killed) and exits
+when that pipe closes, however the main process ended; the slots are named after the process
+(``edgepath-<pid>-...``) and unlinked on ``close()``, on errors and on stops, and the slots of a
+process killed with SIGKILL are removed by the next reader pool on the same host.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import queue
+import secrets
+import socket
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,12 @@ log = logging.getLogger(__name__)
 #: Slide handles a worker keeps open (slides are read one after another).
 _HANDLE_CACHE = 2
 _POLL_S = 0.5
+
+#: Shared-memory names: ``edgepath-<pid>-<host tag>-<random>`` (30 characters at most, the
+#: macOS limit), so that what a killed process left in /dev/shm can be told and removed.
+SHM_PREFIX = "edgepath-"
+SHM_DIR = Path("/dev/shm")
+_HOST_TAG = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
 
 
 @dataclass(frozen=True)
@@ -60,22 +75,38 @@ class Preprocess:
 
 
 class _Handles:
-    """A tiny LRU of open slides (per process)."""
+    """A tiny cache of open slides (per process), keyed by the file as it is now.
+
+    The key holds the file's inode, size and mtime besides its path: a slide rescanned under the
+    same name (``edgepath watch`` embeds it again) gets a fresh handle, not the old file's.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, float | None], Any] = {}
+        self._open: dict[tuple[Any, ...], Any] = {}
 
     def get(self, path: str, slide_mpp: float | None) -> Any:
         from edgepath.slides import open_slide
 
-        key = (path, slide_mpp)
+        try:
+            st = os.stat(path)
+            key: tuple[Any, ...] = (path, slide_mpp, st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = (path, slide_mpp)  # open_slide says what is wrong
         if key not in self._open:
+            self.drop(path)
             while len(self._open) >= _HANDLE_CACHE:
                 _, old = self._open.popitem()
                 with contextlib.suppress(Exception):
                     old.close()
             self._open[key] = open_slide(path, mpp=slide_mpp)
         return self._open[key]
+
+    def drop(self, path: str) -> None:
+        """Close the handles of ``path``: after a read error OpenSlide's handle stays in error
+        (every later read of it fails), so a retry of the same file must reopen it."""
+        for key in [k for k in self._open if k[0] == path]:
+            with contextlib.suppress(Exception):
+                self._open.pop(key).close()
 
     def close(self) -> None:
         for s in self._open.values():
@@ -91,12 +122,22 @@ def fill(
     pre: Preprocess,
     scale: np.ndarray,
     offset: np.ndarray,
+    *,
+    first: int = 0,
 ) -> None:
-    """Read ``coords`` from ``slide`` into ``out[: len(coords)]`` as the engine takes them."""
+    """Read ``coords`` from ``slide`` into ``out[: len(coords)]`` as the engine takes them.
+
+    Raises:
+        SlideReadError: A tile cannot be read or decoded; the message names the slide, the
+            tile's index in the slide's grid (``first`` is the index of ``coords[0]``) and its
+            level-0 position.
+    """
     for i, (x0, y0) in enumerate(coords):
-        tile = np.asarray(
-            slide.read_tile(int(x0), int(y0), mpp=pre.mpp, tile_px=pre.tile_px), dtype=np.uint8
-        )[..., :3]
+        try:
+            tile = slide.read_tile(int(x0), int(y0), mpp=pre.mpp, tile_px=pre.tile_px)
+        except Exception as exc:
+            raise tile_error(str(slide.path), first + i, int(x0), int(y0), exc) from None
+        tile = np.asarray(tile, dtype=np.uint8)[..., :3]
         if pre.uint8:
             out[i] = tile
             continue
@@ -105,43 +146,86 @@ def fill(
         out[i] += offset
 
 
-def _worker(
-    tasks: Any, results: Any, shm_names: list[str], shape: tuple[int, ...], pre: Preprocess
-) -> None:
-    """Worker loop: read a batch into its slot, report ``(slot, seq, n, error)``."""
+def tile_error(path: str, index: int, x0: int, y0: int, exc: BaseException) -> SlideReadError:
+    """A ``SlideReadError`` naming the slide, the tile (index, level-0 x/y) and the cause."""
+    cause = str(exc).strip()
+    if cause.startswith(f"{path}: "):  # the slide reader's own message names the slide too
+        cause = cause[len(path) + 2 :]
+    elif not isinstance(exc, SlideReadError):
+        cause = f"{type(exc).__name__}: {cause}"
+    return SlideReadError(f"{path}: tile {index} at level-0 x={x0}, y={y0}: {cause}")
+
+
+def _shm_name() -> str:
+    return f"{SHM_PREFIX}{os.getpid()}-{_HOST_TAG}-{secrets.token_hex(3)}"
+
+
+def sweep_shm(folder: Path | None = None) -> list[str]:
+    """Remove the reader slots of processes of this host that are gone.
+
+    A reader pool unlinks its slots on ``close()``, which runs on SIGTERM, SIGINT and errors,
+    and Python's resource tracker unlinks them when the process is killed. SIGKILL to the whole
+    process group (systemd's stop timeout, ``kill -9 -- -PGID``) kills the tracker as well,
+    and the slots (``batch`` tiles of float32 each) stayed in /dev/shm, in memory, until reboot.
+
+    Returns:
+        The names removed.
+    """
+    from edgepath.embed.lock import pid_alive
+
+    folder = SHM_DIR if folder is None else folder
+    removed: list[str] = []
+    if not folder.is_dir():  # no /dev/shm to list (not Linux)
+        return removed
+    for f in folder.glob(f"{SHM_PREFIX}*"):
+        pid, _, rest = f.name[len(SHM_PREFIX) :].partition("-")
+        if not pid.isdigit() or not rest.startswith(f"{_HOST_TAG}-") or pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            f.unlink()
+            removed.append(f.name)
+    if removed:
+        log.info("removed %d shared-memory slot(s) of killed runs", len(removed))
+    return removed
+
+
+def _worker(conn: Any, shm_names: list[str], shape: tuple[int, ...], pre: Preprocess) -> None:
+    """Worker loop: read a batch into its slot, report ``(slot, seq, n, error)`` on ``conn``."""
     import signal
     from multiprocessing import shared_memory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    parent = os.getppid()
     shms = [shared_memory.SharedMemory(name=n) for n in shm_names]
     bufs = [np.ndarray(shape, dtype=pre.dtype, buffer=s.buf) for s in shms]
     scale, offset = pre.scale_offset()
     handles = _Handles()
     import edgepath.slides  # noqa: F401  (import cost paid before the first batch)
 
-    results.put(("ready", os.getpid(), 0, None))
     try:
-        while True:
+        conn.send(("ready", os.getpid(), 0, None))
+        while (task := conn.recv()) is not None:
+            slot, seq, path, slide_mpp, first, coords = task
             try:
-                task = tasks.get(timeout=_POLL_S * 4)
-            except queue.Empty:
-                if os.getppid() != parent:  # the main process was killed (kill -9): exit too
-                    break
-                continue
-            if task is None:
-                break
-            slot, seq, path, slide_mpp, coords = task
-            try:
-                fill(bufs[slot], handles.get(path, slide_mpp), coords, pre, scale, offset)
-                results.put((slot, seq, len(coords), None))
+                slide = handles.get(path, slide_mpp)
+                fill(bufs[slot], slide, coords, pre, scale, offset, first=first)
+                reply = (slot, seq, len(coords), None)
             except Exception as exc:  # reported to the main process, which fails the slide
-                results.put((slot, seq, 0, f"{type(exc).__name__}: {exc}"))
+                handles.drop(path)
+                msg = str(exc) if isinstance(exc, EdgepathError) else f"{path}: {_one_line(exc)}"
+                reply = (slot, seq, 0, msg)
+            conn.send(reply)
+    except (EOFError, OSError):  # the main process is gone, however it ended: exit too
+        pass
     finally:
         handles.close()
         del bufs
         for s in shms:
             s.close()
+        conn.close()
+
+
+class _WorkerDied(Exception):
+    """A reader process exited while it had work (its pipe closed)."""
 
 
 class TileReader:
@@ -167,62 +251,105 @@ class TileReader:
         self._shms: list[Any] = []
         self._bufs: list[np.ndarray] = []
         self._procs: list[Any] = []
+        self._conns: list[Any] = []
         self._handles = _Handles()
-        if self.workers:
-            from multiprocessing import shared_memory
+        if not self.workers:
+            self._bufs.append(np.zeros(self.shape, dtype=pre.dtype))  # padding rows: finite
+            return
+        from multiprocessing import shared_memory
 
+        sweep_shm()
+        try:
             for _ in range(n_slots):
-                s = shared_memory.SharedMemory(create=True, size=nbytes)
+                s = shared_memory.SharedMemory(name=_shm_name(), create=True, size=nbytes)
                 self._shms.append(s)
                 self._bufs.append(np.ndarray(self.shape, dtype=pre.dtype, buffer=s.buf))
             self._start()
-        else:
-            self._bufs.append(np.empty(self.shape, dtype=pre.dtype))
+        except BaseException:  # workers that cannot start: free the slots now, not at exit
+            self.close()
+            raise
+
+    @property
+    def shm_names(self) -> list[str]:
+        """Names of the shared-memory slots (empty without workers)."""
+        return [s.name for s in self._shms]
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the reader workers."""
+        return [p.pid for p in self._procs]
 
     def _start(self) -> None:
         # spawn: workers never inherit the engine's thread pools or a half-held lock
         ctx = mp.get_context("spawn")
-        self._tasks = ctx.Queue()
-        self._results = ctx.Queue()
         names = [s.name for s in self._shms]
-        self._procs = [
-            ctx.Process(
+        for i in range(self.workers):
+            mine, theirs = ctx.Pipe(duplex=True)
+            p = ctx.Process(
                 target=_worker,
-                args=(self._tasks, self._results, names, self.shape, self.pre),
+                args=(theirs, names, self.shape, self.pre),
                 name=f"edgepath-reader-{i}",
                 daemon=True,
             )
-            for i in range(self.workers)
-        ]
-        for p in self._procs:
-            p.start()
+            self._conns.append(mine)
+            try:
+                p.start()
+            finally:
+                theirs.close()  # the worker's end lives in the worker only: its exit is EOF here
+            self._procs.append(p)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
         """Wait for every worker's hello, so a worker that cannot start fails here, clearly."""
         import time
 
-        waiting = len(self._procs)
+        waiting = set(self._conns)
         deadline = time.monotonic() + timeout
-        while waiting:
-            try:
-                msg = self._results.get(timeout=_POLL_S)
-            except queue.Empty:
-                if any(not p.is_alive() for p in self._procs) or time.monotonic() > deadline:
-                    self._stop_workers(graceful=False)
-                    raise EdgepathError(
-                        "tile reader processes failed to start; when calling edgepath from a "
-                        "script, put the calling code under `if __name__ == '__main__':` "
-                        "(multiprocessing spawn), or pass workers=0"
-                    ) from None
-                continue
-            if msg[0] == "ready":
-                waiting -= 1
+        try:
+            while waiting:
+                for conn in mp_connection.wait(list(waiting), timeout=_POLL_S):
+                    if conn.recv()[0] == "ready":
+                        waiting.discard(conn)
+                if waiting and time.monotonic() > deadline:
+                    raise _WorkerDied
+        except (_WorkerDied, EOFError, OSError):
+            self._stop_workers(graceful=False)
+            raise EdgepathError(
+                "tile reader processes failed to start; when calling edgepath from a "
+                "script, put the calling code under `if __name__ == '__main__':` "
+                "(multiprocessing spawn), or pass workers=0"
+            ) from None
 
     def _restart(self) -> None:
         log.warning("restarting tile reader workers")
         self._stop_workers(graceful=False)
         self._start()
+
+    def _send(self, load: list[int], task: tuple[Any, ...]) -> None:
+        """Give ``task`` to the worker with the fewest batches in flight."""
+        w = min(range(len(self._conns)), key=load.__getitem__)
+        try:
+            self._conns[w].send(task)
+        except OSError:  # BrokenPipeError: that worker is gone
+            raise _WorkerDied from None
+        load[w] += 1
+
+    def _receive(self, load: list[int]) -> list[tuple[int, int, int, str | None]]:
+        """Replies that arrive within ``_POLL_S`` (maybe none).
+
+        Raises:
+            _WorkerDied: A worker's pipe closed (it exited or was killed).
+        """
+        replies = []
+        for conn in mp_connection.wait(self._conns, timeout=_POLL_S):
+            try:
+                replies.append(conn.recv())
+            except (EOFError, OSError):
+                raise _WorkerDied from None
+            load[self._conns.index(conn)] -= 1
+        if not replies and any(not p.is_alive() for p in self._procs):
+            raise _WorkerDied
+        return replies
 
     def batches(
         self,
@@ -231,11 +358,14 @@ class TileReader:
         *,
         slide_mpp: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        full: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, x)`` in order: ``x`` holds the tiles ``coords[start:start + len(x)]``.
 
         ``x`` is a view of a reusable buffer, valid until the next iteration. ``slide_mpp``
-        overrides this slide's level-0 mpp (default: ``pre.slide_mpp``).
+        overrides this slide's level-0 mpp (default: ``pre.slide_mpp``). With ``full``, ``x``
+        always has ``batch`` rows: the last batch's rows past the slide's tiles hold stale data
+        (the caller uses the first ``min(batch, len(coords) - start)``).
 
         Raises:
             SlideReadError: A tile could not be read, or a worker died (e.g. a corrupt slide).
@@ -244,18 +374,22 @@ class TileReader:
         mpp0 = self.pre.slide_mpp if slide_mpp is None else slide_mpp
         starts = list(range(0, len(coords), self.batch))
         if not self.workers:
-            slide_h = self._handles.get(path, mpp0)
             for s in starts:
                 if should_stop is not None and should_stop():
                     return
                 c = coords[s : s + self.batch]
                 try:
-                    fill(self._bufs[0], slide_h, c, self.pre, self._scale, self._offset)
-                except Exception as exc:
-                    raise SlideReadError(f"{path}: cannot read tile at {s}: {exc}") from exc
-                yield s, self._bufs[0][: len(c)]
+                    slide_h = self._handles.get(path, mpp0)
+                    fill(self._bufs[0], slide_h, c, self.pre, self._scale, self._offset, first=s)
+                except Exception:
+                    self._handles.drop(path)
+                    raise
+                yield s, self._bufs[0] if full else self._bufs[0][: len(c)]
             return
-        yield from self._pooled(path, mpp0, coords, starts, should_stop)
+        if not self._procs:  # reaped after they died with a stop
+            self._start()
+        for s, x in self._pooled(path, mpp0, coords, starts, should_stop):
+            yield s, x if full else x[: min(self.batch, len(coords) - s)]
 
     def _pooled(
         self,
@@ -267,85 +401,84 @@ class TileReader:
     ) -> Iterator[tuple[int, np.ndarray]]:
         free = list(range(len(self._bufs)))
         ready: dict[int, tuple[int, int, str | None]] = {}
-        in_flight = 0
+        load = [0] * len(self._conns)  # batches in flight per worker
         next_submit = next_yield = 0
         broken = False
         try:
             while next_yield < len(starts):
                 while free and next_submit < len(starts):
                     s = starts[next_submit]
-                    self._tasks.put(
-                        (
-                            free.pop(),
-                            next_submit,
-                            path,
-                            slide_mpp,
-                            np.ascontiguousarray(coords[s : s + self.batch]),
-                        )
-                    )
+                    c = np.ascontiguousarray(coords[s : s + self.batch])
+                    self._send(load, (free.pop(), next_submit, path, slide_mpp, s, c))
                     next_submit += 1
-                    in_flight += 1
                 while next_yield not in ready:
-                    try:
-                        slot, seq, n, err = self._results.get(timeout=_POLL_S)
-                    except queue.Empty:
-                        if any(not p.is_alive() for p in self._procs):
-                            broken = True
-                            raise SlideReadError(
-                                f"{path}: a tile reader process died (corrupt slide or out of "
-                                "memory); the slide was skipped"
-                            ) from None
-                        continue
-                    in_flight -= 1
-                    ready[seq] = (slot, n, err)
+                    for slot, seq, n, err in self._receive(load):
+                        ready[seq] = (slot, n, err)
                 slot, n, err = ready.pop(next_yield)
                 if err is not None:
                     free.append(slot)
-                    raise SlideReadError(f"{path}: cannot read tiles: {err}")
+                    raise SlideReadError(err)
                 if should_stop is not None and should_stop():
                     free.append(slot)
                     return
-                yield starts[next_yield], self._bufs[slot][:n]
+                yield starts[next_yield], self._bufs[slot]
                 free.append(slot)
                 next_yield += 1
+        except _WorkerDied:
+            if should_stop is not None and should_stop():
+                # SIGTERM to the whole process group (systemd stopping the service, `kill --
+                # -PGID`) kills the workers while this process stops gracefully: that is the
+                # stop, not a broken slide. It was reported as one, and workers were restarted.
+                return
+            broken = True
+            raise SlideReadError(
+                f"{path}: a tile reader process died (corrupt slide or out of memory); the "
+                "slide was skipped"
+            ) from None
         finally:
             if broken:
                 self._restart()
             else:
-                self._drain(in_flight)
+                self._drain(load, stopping=should_stop is not None and should_stop())
 
-    def _drain(self, in_flight: int) -> None:
-        """Wait for batches still being read (after an error or a stop) so slots are free."""
-        while in_flight > 0:
-            try:
-                self._results.get(timeout=_POLL_S)
-                in_flight -= 1
-            except queue.Empty:
-                if any(not p.is_alive() for p in self._procs):
-                    self._restart()
-                    return
+    def _drain(self, load: list[int], *, stopping: bool = False) -> None:
+        """Wait for batches still being read (after an error or a stop) so slots are free.
+
+        Dead workers are replaced, unless this is a stop (they died with it): then they are
+        reaped, and the next ``batches`` call starts new ones.
+        """
+        try:
+            while sum(load) > 0:
+                self._receive(load)
+        except _WorkerDied:
+            if stopping:
+                self._stop_workers(graceful=False)
+            else:
+                self._restart()
 
     def _stop_workers(self, *, graceful: bool) -> None:
         if graceful:
-            for _ in self._procs:
-                with contextlib.suppress(Exception):
-                    self._tasks.put(None)
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
             for p in self._procs:
                 p.join(timeout=5)
         for p in self._procs:
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
         self._procs = []
-        for q in (getattr(self, "_tasks", None), getattr(self, "_results", None)):
-            if q is not None:
-                q.close()
-                q.cancel_join_thread()
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
 
     def close(self) -> None:
         """Stop the workers and free the shared memory."""
         self._handles.close()
-        if self._procs:
+        if self._procs or self._conns:
             self._stop_workers(graceful=True)
         self._bufs = []
         for s in self._shms:
@@ -359,3 +492,8 @@ class TileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -4,6 +4,8 @@ Scanners write a slide over minutes. A file is *settled* once its size and modif
 have not changed for ``settle`` seconds; only then is it embedded, once. A file that changes
 afterwards (a rescan under the same name) is considered again; the resume key then decides
 whether its features are recomputed. Bad slides are logged and not retried until they change.
+A full or read-only output folder is not a slide's fault: the slide stays pending and is retried
+with back-off until the folder takes files again.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from pathlib import Path
 
 from edgepath.embed.jobs import SLIDE_SUFFIXES
 from edgepath.embed.run import Embedder, Interrupted, SlideResult, Summary
+from edgepath.errors import OutputError
 
 log = logging.getLogger(__name__)
+
+#: Seconds before the first retry after the output folder refused a file (read-only, full);
+#: doubled after each refusal up to ``RETRY_MAX_S``.
+RETRY_S = 60.0
+RETRY_MAX_S = 300.0
+
+#: Results a watch keeps for its summary (older slides stay in its counts only).
+KEEP_RESULTS = 1000
 
 #: Names scanners and copy tools give files still being written.
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".copying")
@@ -108,8 +119,13 @@ def watch(
     settle: float = 30.0,
     on_result: Callable[[SlideResult], None] | None = None,
     max_slides: int | None = None,
+    retry: float = RETRY_S,
 ) -> Summary:
     """Embed settled slides from ``inbox`` until ``embedder.request_stop()`` (or ``max_slides``).
+
+    When the output folder refuses a file (read-only, disk full), the error is logged, the slide
+    stays pending and is tried again after ``retry`` seconds (doubling up to ``RETRY_MAX_S``):
+    the watch goes on by itself once the folder takes files again.
 
     Args:
         embedder: The run's embedder (engine, readers, output folder).
@@ -118,17 +134,22 @@ def watch(
         settle: Seconds a file must stay unchanged before it is embedded.
         on_result: Called with each slide's result (the CLI prints one line per slide).
         max_slides: Stop after this many slides were handled (tests, one-shot jobs).
+        retry: Seconds before retrying after an output folder fault.
 
     Returns:
-        The summary of every slide handled in this session.
+        The summary of the session: counts of every slide handled, the last ``KEEP_RESULTS``
+        results.
     """
     box = Inbox(inbox, settle=settle)
     summary = Summary()
     busy: set[Path] = set()
     t0 = time.perf_counter()
+    backoff = retry
+    handled = 0
     log.info("watching %s (poll %.1f s, settle %.1f s)", inbox, poll, settle)
     try:
         while not embedder.stopping:
+            pause = poll
             try:
                 ready = box.ready()
             except OSError as exc:  # an unmounted share, a folder being replaced: wait it out
@@ -137,7 +158,13 @@ def watch(
             for path in ready:
                 if embedder.stopping:
                     break
-                result = embedder.process(path)
+                try:
+                    result = embedder.process(path)
+                except OutputError as exc:  # not the slide's fault: it stays pending
+                    log.error("%s; %s is tried again in %.0f s", exc, path.name, backoff)
+                    pause, backoff = backoff, min(2 * backoff, max(retry, RETRY_MAX_S))
+                    break
+                backoff = retry
                 if result.status == "busy":  # another process has it: look again later
                     if path in busy:
                         continue
@@ -146,13 +173,15 @@ def watch(
                     box.mark_handled(path)
                     busy.discard(path)
                 summary.results.append(result)
+                summary.retire(KEEP_RESULTS)
                 if on_result is not None:
                     on_result(result)
-                if max_slides is not None and len(summary.results) >= max_slides:
+                handled += 1
+                if max_slides is not None and handled >= max_slides:
                     embedder.request_stop()
-            deadline = time.monotonic() + poll
+            deadline = time.monotonic() + pause
             while not embedder.stopping and time.monotonic() < deadline:
-                time.sleep(min(0.2, poll))
+                time.sleep(min(0.2, pause))
     except Interrupted as exc:
         log.info("%s", exc)
     summary.interrupted = True

@@ -146,3 +146,70 @@ def test_bar_reporter_rates():
     assert bar.fields["slides"]["rate"].endswith("WSI/min") and rep.done == 1
     rep.slide_started(Path("b.svs"), 5)  # the per-slide bar is replaced
     assert "a.svs" not in bar.fields and bar.fields["b.svs"]["total"] == 5
+
+
+def test_engine_error_leaves_nothing_in_flight_for_the_next_slide(spec, sample_slide, tmp_path):
+    """A slide whose engine call fails does not hand its late batches to the next slide.
+
+    The failed slide's batch generator used to be closed only when garbage-collected; a log
+    handler keeping the error's traceback kept it open with batches in flight, and the next
+    slide took them (and their shared-memory slots) as its own.
+    """
+    import logging
+
+    from edgepath.embed.features import read_features
+    from edgepath.slides import synthesize_slide
+
+    other = synthesize_slide(tmp_path / "other.tiff", tiles=12, seed=4)
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            kept.append(record)
+
+    def fail_first(engine):
+        if engine.calls == 1:
+            raise RuntimeError("engine failed")
+
+    logger = logging.getLogger("edgepath.embed.run")
+    handler, level = Keep(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with Embedder(_Engine(spec, fail_first), INFO, tmp_path / "a", batch=2, workers=1) as emb:
+            assert emb.process(sample_slide).status == "failed"
+            assert any(r.exc_info for r in kept)  # the traceback is still referenced
+            assert emb.process(other).status == "done"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    with Embedder(_Engine(spec), INFO, tmp_path / "b", batch=2, workers=0) as emb:
+        assert emb.process(other).status == "done"
+    got, ref = (read_features(tmp_path / d / "other.h5").features for d in ("a", "b"))
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_engine_sees_one_batch_shape(spec, sample_slide, tmp_path, workers):
+    """The last, partial batch is padded: runtimes grow their memory for every new shape."""
+    from edgepath.embed.features import read_features
+
+    shapes = []
+
+    class Recording(_Engine):
+        def __call__(self, x):
+            shapes.append(x.shape[0])
+            return super().__call__(x)
+
+    rec = Recording(spec)
+    with Embedder(rec, INFO, tmp_path / "feats", batch=8, workers=workers) as emb:
+        r = emb.process(sample_slide)
+    assert r.status == "done" and r.n_tiles % 8 != 0  # a partial last batch
+    assert set(shapes) == {8} and len(shapes) == -(-r.n_tiles // 8)
+    coords = _coords(sample_slide)  # the first 10 tiles, read without padding
+    with TileReader(PRE, batch=10, workers=0) as reader:
+        ((_, x),) = list(reader.batches(sample_slide, coords))
+        ref = x.mean(axis=(2, 3))
+    got = read_features(tmp_path / "feats" / "cmu-1-small-region.h5").features
+    assert got.shape == (r.n_tiles, 3)
+    np.testing.assert_allclose(got[:10], ref, atol=1e-6)

@@ -82,3 +82,18 @@ def test_watch_inbox(tiny_model, sample_slide, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.h5", "b.h5", "d.h5"]
     a, b = read_features(out / "a.h5"), read_features(out / "b.h5")
     np.testing.assert_allclose(b.features, a.features, rtol=1e-5, atol=1e-6)
+
+
+def test_summary_keeps_counts_of_retired_results():
+    """A watch keeps its last results only; the counts still cover every slide."""
+    from edgepath.embed.run import SlideResult, Summary
+
+    s = Summary(seconds=10.0)
+    for i in range(50):
+        status = "failed" if i % 10 == 0 else "done"
+        s.results.append(SlideResult(f"s{i}.svs", f"s{i}.h5", status, n_tiles=4, seconds=0.5))
+        s.retire(keep=7)
+    d = s.to_dict()
+    assert len(s.results) == 7 and len(d["results"]) == 7
+    assert (d["slides"], d["done"], d["failed"], d["tiles"]) == (50, 45, 5, 180)
+    assert d["embedding_seconds"] == pytest.approx(22.5) and s.exit_code == 3
