@@ -127,7 +127,7 @@ def plism_robustness(
     seed: int = 0,
     batch: int = 32,
     chunk: int = 2048,
-    memory_mb: int = 2048,
+    precision: str = "float32",
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Embed the aligned PLISM tiles of every slide and compute the robustness metrics."""
@@ -146,7 +146,7 @@ def plism_robustness(
     res = plism.evaluate(
         feats,
         chunk=chunk,
-        memory_mb=memory_mb,
+        precision=precision,
         on_pair=(lambda d, n: on_progress("slide pairs", d, n)) if on_progress else None,
     )
     res.update(
