@@ -45,7 +45,6 @@ from edgepath.errors import ConfigError
 
 PRECISIONS: tuple[str, ...] = ("float16", "float32")
 _F16_MAX = 65504.0
-_F16_TINY = 2.0**-14  # smallest normal float16
 
 
 @dataclass
@@ -101,12 +100,13 @@ def _check_float16_range(norm16: np.ndarray) -> None:
     if not np.isfinite(top) or top * top > _F16_MAX:
         raise ConfigError(
             f"features with an L2 norm up to {top:.4g} overflow float16 (dot products above "
-            f"{_F16_MAX:.0f}; plismbench's float16 metrics would be inf/NaN); use --precision float32"
+            f"{_F16_MAX:.0f}; plismbench's float16 metrics would be inf/NaN); "
+            "use --precision float32"
         )
-    if low * low < _F16_TINY:
+    if low * low < 2.0**-24:
         raise ConfigError(
-            f"features with an L2 norm as small as {low:.3g} underflow float16 (plismbench's float16 "
-            "metrics would be meaningless); use --precision float32"
+            f"features with an L2 norm as small as {low:.3g} underflow float16 (products of "
+            "norms round to 0; plismbench's float16 metrics would be NaN); use --precision float32"
         )
 
 
@@ -160,11 +160,27 @@ def _twin_f16(pa: Prepared, pb: Prepared) -> tuple[float, _Thresholds, _Threshol
     dot = np.matmul(pa.x16[:, None, :], pb.x16[:, :, None])[:, 0, 0]  # numpy's float16 dot
     c16 = dot / (pa.norm16 * pb.norm16)
     cf = c16.astype(np.float32)
-    floor = 2.0**-24 / (float(pa.norm16.min()) * float(pb.norm16.min()))
-    h = 2 * np.abs(np.spacing(c16)).astype(np.float32) + np.abs(cf) * 2.0**-9 + floor + 2.0**-16
-    ta = _Thresholds(hi=cf + h, lo=cf - h, c16=c16, norm16=pa.norm16)
-    tb = _Thresholds(hi=cf + h, lo=cf - h, c16=c16, norm16=pb.norm16)
+    nmin = min(float(pa.norm16.min()), float(pb.norm16.min()))
+    ta = _Thresholds(*_band(cf, c16, pa.norm16, nmin), c16=c16, norm16=pa.norm16)
+    tb = _Thresholds(*_band(cf, c16, pb.norm16, nmin), c16=c16, norm16=pb.norm16)
     return float(np.mean(c16)), ta, tb  # float16 mean, as numpy gives for float16 input
+
+
+def _band(
+    cf: np.ndarray, c16: np.ndarray, norm16: np.ndarray, nmin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) around each twin value: how far float16 rounding can move a float32 cosine.
+
+    ``cos16 = q(q(d) / q(n_i n_j))`` with q rounding to float16 (relative error 2^-12, or an
+    absolute 2^-25 below float16's normal range); with den = n_i n_j at least n_i * nmin, it
+    lies within 2 (|c| + 0.01) (2^-12 + 2^-25 / den) of the float32 cosine, plus one float16
+    step at c for the comparison itself, plus slack for the float32 GEMM.
+    """
+    den = norm16.astype(np.float32) * np.float32(nmin)
+    rel = 2.0**-12 + 2.0**-25 / den
+    step = np.abs(np.spacing(c16)).astype(np.float32)
+    h = 2 * step + 2 * (np.abs(cf) + 0.01) * rel / (1 - rel) + 2.0**-16
+    return cf + h, cf - h
 
 
 def _tally(

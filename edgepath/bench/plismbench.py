@@ -79,12 +79,12 @@ def select_rows(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The rows the metrics use, and how they were chosen.
 
-    plismbench's subset files apply when the rows are in its order (``plismbench_rows``), a
-    slide holds PLISM's 16,278 tiles and ``n_tiles`` is one of its sizes (None: 8,139);
-    otherwise a seeded random subset (sorted rows) of ``n_tiles`` (None: all), and the record
-    says why.
+    ``n_tiles`` None means plismbench's default, 8,139. Its subset files apply when the rows
+    are in its order (``plismbench_rows``), a slide holds PLISM's 16,278 tiles and
+    ``n_tiles`` is one of its sizes; otherwise a seeded random subset (sorted rows) of
+    ``n_tiles``, or every row when there are no more than that, and the record says why.
     """
-    want = DEFAULT_TILES if n_tiles is None and plismbench_rows else n_tiles
+    want = DEFAULT_TILES if n_tiles is None else n_tiles
     if plismbench_rows and n_aligned == PLISM_TILES and want in (*SUBSETS, PLISM_TILES):
         name = "all 16,278 rows" if want == PLISM_TILES else f"tiles_subset_{want}.npy"
         return subset_rows(want), {"subset": "plismbench", "subset_file": name}
@@ -94,7 +94,7 @@ def select_rows(
         why = f"{n_aligned} aligned tiles, not PLISM's {PLISM_TILES:,}"
     else:
         why = f"{want} tiles is not one of plismbench's subsets {SUBSETS} or all"
-    if want is None or want >= n_aligned:
+    if want >= n_aligned:
         return np.arange(n_aligned), {"subset": "all", "subset_note": why}
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n_aligned, size=want, replace=False))
