@@ -41,15 +41,17 @@ def test_koleo_loss(benchmark, logits) -> None:
     assert torch.isfinite(out)
 
 
-def test_plism_pair_metrics(benchmark) -> None:
-    """One PLISM slide pair at plismbench's default subset (2,713 tiles, 384-d), Grams cached."""
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_plism_pair_metrics(benchmark, precision: str) -> None:
+    """One PLISM slide pair at plismbench's default subset (8,139 tiles, 384-d), slides prepared."""
     import numpy as np
 
-    from edgepath.eval import plism
+    from edgepath.eval import plism_rank
 
     rng = np.random.default_rng(0)
-    a = plism.normalize(rng.normal(size=(2713, 384)))
-    b = plism.normalize(a + rng.normal(scale=0.5, size=a.shape))
-    ga, gb = plism.self_gram(a), plism.self_gram(b)
-    out = benchmark(plism.pair_metrics, a, b, gram_a=ga, gram_b=gb)
+    a = rng.normal(size=(8139, 384)).astype(np.float32)
+    b = (a + rng.normal(scale=0.5, size=a.shape)).astype(np.float32)
+    pa = plism_rank.prepare(a, precision=precision)
+    pb = plism_rank.prepare(b, precision=precision)
+    out = benchmark(plism_rank.pair_metrics, pa, pb, precision=precision)
     assert 0 <= out["top10"] <= 1

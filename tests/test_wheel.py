@@ -49,6 +49,8 @@ def test_wheel_ships_cards_and_runs_outside_repo(wheel: Path, tmp_path: Path) ->
     assert "edgepath/_cards/students/vit-s14.toml" in names
     assert "edgepath/data/slides/cmu-1-small-region.svs" in names
     assert "edgepath/data/NOTICE.md" in names
+    for n in (460, 2713, 5426, 8139):  # plismbench's tile subsets, read at run time
+        assert f"edgepath/data/plism/tiles_subset_{n}.npy" in names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -1,8 +1,9 @@
 """``edgepath report``: benchmark results -> one markdown page, one JSON summary, PNG plots.
 
 Plots: tiles/s per model, engine and precision; WSI/min of a ``--compare`` run (log scale);
-a robustness heatmap of top-10 accuracy over every pair of slides or domains; fidelity
-histograms of per-tile cosine (raw and centered).
+a robustness heatmap of top-10 accuracy over every pair of slides or domains and the model's
+score among the published PLISM leaderboard's; fidelity histograms of per-tile cosine (raw and
+centered).
 """
 
 from __future__ import annotations
@@ -135,6 +136,66 @@ def plot_robustness(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _board_rows(result: dict[str, Any]) -> tuple[list[dict[str, Any]], int | None]:
+    """The published rows with the model's, and the model's place (None: it does not rank)."""
+    from edgepath.eval import plismbench as PB
+
+    ranked = not PB.protocol_differences(result)
+    mine = {"extractor": _model_label(result), **PB.components(result), "mine": True}
+    rows = [dict(r) for r in PB.LEADERBOARD]
+    if not ranked:
+        return [*rows, mine], None
+    place = PB.place(result["score"])
+    rows.insert(place - 1, mine)
+    return rows, place
+
+
+def _model_label(result: dict[str, Any]) -> str:
+    m = result["model"]
+    if m.get("engine") == "features.npy":
+        return f"{m['name']} (features)"
+    return f"{m['name']} ({m['engine']} {m['precision']})"
+
+
+def plot_leaderboard(result: dict[str, Any], path: Path) -> Path:
+    """The PLISM leaderboard with the model among it: scores (bars) and the four components."""
+    from edgepath.eval import plismbench as PB
+
+    plt = _plt()
+    rows, place = _board_rows(result)
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(11, 0.3 * len(rows) + 1.8), sharey=True, width_ratios=(1, 1.2)
+    )
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows, strict=True):
+        mine = r.get("mine", False)
+        ax.barh(yi, r["score"], color="#DD8452" if mine else "#4C72B0",
+                hatch="//" if mine and place is None else None,
+                edgecolor="black" if mine else "none")  # fmt: skip
+        ax.annotate(f"{r['score']:.3f}", (r["score"], yi), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+    ax.set_yticks(y, [r["extractor"] for r in rows], fontsize=7)
+    ax.set_xlim(0, max(0.7, max(r["score"] for r in rows) + 0.1))
+    ax.set_xlabel("score (mean of the four components)", fontsize=8)
+    labels = ("cosine, all pairs", "top-10 cross-scanner", "top-10 cross-staining",
+              "top-10 cross-both")  # fmt: skip
+    for c, label, marker in zip(PB.COMPONENTS, labels, "osD^", strict=True):
+        bx.scatter([r[c] for r in rows], y, marker=marker, s=22, label=label)
+    for yi, r in zip(y, rows, strict=True):
+        if r.get("mine"):
+            bx.axhspan(yi - 0.45, yi + 0.45, color="#DD8452", alpha=0.25, lw=0)
+    bx.set_xlim(0, 1)
+    bx.set_xlabel("median over pairs", fontsize=8)
+    bx.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1), ncol=2, frameon=False)
+    if place is None:
+        title = "not ranked (hatched): " + "; ".join(PB.protocol_differences(result))
+    else:
+        title = f"place {place} of {len(rows)} on the PLISM leaderboard"
+    fig.suptitle(f"{title}\npublished rows: {PB.LEADERBOARD_SOURCE}", fontsize=8)
+    _save(fig, path)
+    return path
+
+
 def plot_fidelity(result: dict[str, Any], path: Path) -> Path | None:
     """Histograms of per-tile raw and centered cosine (same-dimension pairs only)."""
     per = result.get("per_tile")
@@ -252,7 +313,8 @@ def _md_robustness(r: dict[str, Any], img: str) -> list[str]:
         f"## Robustness: {m['name']}{rw}, {r['suite']}",
         "",
         f"{m['engine']} {m['precision']}; {r['n_slides']} slides/domains × {r['n_tiles']} aligned "
-        f"tiles ({r['source']}), {r['n_pairs']} pairs. Median (IQR) over pairs.",
+        f"tiles ({r['source']}), {r['n_pairs']} pairs, {r.get('precision', 'float32')} "
+        "metrics. Median (IQR) over pairs.",
         "",
         "| group | pairs | cosine | top-1 | top-3 | top-5 | top-10 |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -271,6 +333,46 @@ def _md_robustness(r: dict[str, Any], img: str) -> list[str]:
         f"![robustness]({img})",
         "",
     ]
+    return out
+
+
+def _md_leaderboard(r: dict[str, Any], img: str) -> list[str]:
+    """The model's score and components beside the published PLISM leaderboard."""
+    from edgepath.eval import plismbench as PB
+
+    rows, place = _board_rows(r)
+    diffs = PB.protocol_differences(r)
+    proto = r.get("protocol", {})
+    subset = proto.get("subset_file") or proto.get("subset", "?")
+    if proto.get("subset") == "seeded":
+        subset = f"seeded subset (seed {proto.get('subset_seed')})"
+    out = [
+        "### On the PLISM leaderboard",
+        "",
+        f"Protocol of this run: {r['suite']} suite, {r['n_slides']} slides, {r['n_tiles']} "
+        f"tiles ({subset}), {r.get('precision', 'float32')} metrics"
+        + (f"; {proto['subset_note']}" if proto.get("subset_note") else "")
+        + ".",
+        f"Leaderboard: {PB.LEADERBOARD_SOURCE}.",
+        "",
+        f"**Place {place} of {len(rows)}.**"
+        if place is not None
+        else "**Not ranked**: the protocol differs from the leaderboard's: "
+        + "; ".join(diffs)
+        + ". The model's row is shown below the table for reference only.",
+        "",
+        "| # | extractor | cosine (all) | top-10 x-scanner | top-10 x-staining | top-10 x-both "
+        "| score |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for i, x in enumerate(rows, 1):
+        cells = " | ".join(f"{x[c]:.3f}" for c in (*PB.COMPONENTS, "score"))
+        name, rank = x["extractor"], str(i)
+        if x.get("mine"):
+            name, cells = f"**{name}**", " | ".join(f"**{c}**" for c in cells.split(" | "))
+            rank = rank if place is not None else "–"
+        out.append(f"| {rank} | {name} | {cells} |")
+    out += ["", f"![leaderboard]({img})", ""]
     return out
 
 
@@ -349,7 +451,9 @@ def make_report(results: list[dict[str, Any]], out_dir: str | Path) -> dict[str,
         elif kind == "robustness":
             name = _slug(f"{r['model']['name']}-{r['suite']}")
             img = plot_robustness(r, out / f"robustness-{name}-{i}.png").name
-            md += _md_robustness(r, img)
+            board = plot_leaderboard(r, out / f"leaderboard-{name}-{i}.png").name
+            images.append(str(out / board))
+            md += _md_robustness(r, img) + _md_leaderboard(r, board)
         elif kind == "distill":
             img = None
             md += _md_distill(r)

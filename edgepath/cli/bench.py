@@ -316,23 +316,66 @@ def _human_compare(d: dict[str, Any]) -> None:
         click.echo(f"wrote {d['path']}")
 
 
+def _tiles(value: str | None) -> int | None:
+    """``--tiles``: a tile count (at least 11) or ``all``; None when not given."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        from edgepath.eval.plismbench import PLISM_TILES
+
+        return PLISM_TILES
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"--tiles {value!r}: expected 460, 2713, 5426, 8139, all or a count"
+        ) from None
+    if n < 11:
+        raise ConfigError(f"--tiles {n}: top-10 needs at least 11 aligned tiles")
+    return n
+
+
 @bench.command("robustness")
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option(
     "--plism",
     "plism_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="PLISM folder (per-slide HDF5 or tile folders); else the synthetic suite.",
+    help="PLISM folder (per-slide HDF5 or tile folders); without --plism or --features, "
+    "the synthetic suite.",
+)
+@click.option(
+    "--features",
+    "features_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Score plismbench's features instead of a MODEL: its extractor folder, one "
+    "subfolder per slide with features.npy.",
 )
 @click.option(
     "--tiles",
-    "n_tiles",
-    type=click.IntRange(11),
+    "tiles",
+    metavar="N|all",
     default=None,
-    help="Aligned tiles per slide (seeded subset) [PLISM: 2713, plismbench's default; "
-    "synthetic: all].",
+    help="Aligned tiles per slide. 460, 2713, 5426, 8139: plismbench's subset files; all: "
+    "16,278; other sizes, or slides without plismbench's tile ids: a seeded subset. "
+    "[PLISM and --features: 8139, plismbench's default and its leaderboard's (all tiles "
+    "when there are fewer); synthetic suite: all]",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["float16", "float32"]),
+    default=None,
+    help="Metric arithmetic: float16 reproduces plismbench's numbers, float32 is exact. "
+    "[PLISM and --features: float16; synthetic suite: float32]",
+)
+@click.option(
+    "--save-features",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --plism: also write every aligned tile's embedding as plismbench's "
+    "OUT/{slide}/features.npy (all 16,278 rows), for plismbench's own evaluate.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of a seeded subset.")
 @click.option("--engine", default="auto", show_default=True)
 @device_option()
 @click.option("--threads", type=click.IntRange(1), default=None)
@@ -341,9 +384,12 @@ def _human_compare(d: dict[str, Any]) -> None:
 @results_out_option
 @json_option
 def robustness(
-    model: str,
+    model: str | None,
     plism_dir: Path | None,
-    n_tiles: int | None,
+    features_dir: Path | None,
+    tiles: str | None,
+    precision: str | None,
+    save_features: Path | None,
     seed: int,
     engine: str,
     device: str,
@@ -353,37 +399,105 @@ def robustness(
     out: Path | None,
     as_json: bool,
 ) -> None:
-    """PLISM robustness (cosine, top-k over slide pairs, score) of MODEL.
+    """PLISM robustness (cosine, top-k over slide pairs, score) of MODEL, placed on the
+    published PLISM leaderboard when the protocol is plismbench's.
 
-    Without --plism, runs the synthetic stain/scanner domain suite on the shipped real tiles.
+    Without --plism or --features, runs the synthetic stain/scanner domain suite on the
+    shipped real tiles. With -o, PLISM runs also write plismbench's results.csv under
+    OUT/plismbench/{tiles}_tiles/{name}/.
+
+    \b
+      edgepath bench robustness my-student/ --plism /data/plism -o runs/robust
+      edgepath bench robustness --features /data/plism-features/h0_mini --json
     """
-    from edgepath.eval import plism as plismlib
+    n_tiles = _tiles(tiles)
+    _check_robustness_args(model, plism_dir, features_dir, save_features)
+    prec = precision or ("float32" if plism_dir is None and features_dir is None else "float16")
+    with _Steps(disable=as_json or None) as steps:
+        if features_dir is not None:
+            from edgepath.eval.robustness import features_robustness
+
+            res = features_robustness(
+                features_dir, n_tiles=n_tiles, seed=seed, precision=prec, on_progress=steps.count
+            )
+            info = _features_label(features_dir)
+        else:
+            res, info = _run_model_robustness(
+                model or "",
+                plism_dir,
+                n_tiles=n_tiles,
+                seed=seed,
+                precision=prec,
+                save_features=save_features,
+                engine=engine,
+                device=device,
+                threads=threads,
+                batch=batch,
+                random_weights=random_weights,
+                on_progress=steps.count,
+            )
+    _finish_robustness(res, info, threads=threads, out=out, as_json=as_json)
+
+
+def _check_robustness_args(
+    model: str | None, plism_dir: Path | None, features_dir: Path | None, save: Path | None
+) -> None:
+    if features_dir is not None and (model or plism_dir is not None):
+        raise ConfigError("--features scores saved features: give it without MODEL and --plism")
+    if features_dir is None and not model:
+        raise ConfigError("give a MODEL to embed, or --features DIR with plismbench's features")
+    if save is not None and plism_dir is None:
+        raise ConfigError("--save-features writes the PLISM tiles' features: it needs --plism DIR")
+
+
+def _features_label(folder: Path) -> dict[str, Any]:
+    """The 'model' of a --features run: plismbench's extractor folder."""
+    return {
+        "name": folder.resolve().name,
+        "source": "plismbench features.npy",
+        "random_weights": False,
+        "engine": "features.npy",
+        "precision": "as saved",
+    }
+
+
+def _run_model_robustness(
+    model: str, plism_dir: Path | None, **kw: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from edgepath.eval.embedding import open_measured
     from edgepath.eval.robustness import plism_robustness, synthetic_robustness
 
     eng, info = open_measured(
-        model, engine=engine, threads=threads, random_weights=random_weights, device=device
+        model,
+        engine=kw.pop("engine"),
+        threads=kw.pop("threads"),
+        random_weights=kw.pop("random_weights"),
+        device=kw.pop("device"),
     )
-    with eng, _Steps(disable=as_json or None) as steps:
+    with eng:
         if plism_dir is not None:
-            res = plism_robustness(
-                eng,
-                plism_dir,
-                n_tiles=n_tiles or plismlib.DEFAULT_SUBSET,
-                seed=seed,
-                batch=batch,
-                on_progress=steps.count,
-            )
-        else:
-            res = synthetic_robustness(
-                eng, n_tiles=n_tiles, seed=seed, batch=batch, on_progress=steps.count
-            )
-    from edgepath.eval.robustness import as_result
+            return plism_robustness(eng, plism_dir, **kw), info
+        kw.pop("save_features")
+        n = kw.pop("n_tiles")
+        return synthetic_robustness(eng, n_tiles=n, **kw), info
+
+
+def _finish_robustness(
+    res: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    threads: int | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    from edgepath.bench.results import write_result
+    from edgepath.eval.robustness import as_result, write_results_csv
 
     result = as_result(res, info, threads=threads)
     if out is not None:
-        from edgepath.bench.results import write_result
-
+        if result["suite"] == "plism":
+            csv_path = write_results_csv(result, out, info["name"])
+            result["results_csv"] = str(csv_path)
         result["path"] = str(write_result(out, result, label=f"{info['name']}-{res['suite']}"))
     emit(result, as_json=as_json, human=_human_robustness)
 
@@ -391,20 +505,39 @@ def robustness(
 def _human_robustness(d: dict[str, Any]) -> None:
     m = d["model"]
     rw = " (random weights)" if m["random_weights"] else ""
+    ran = m["source"] if m["engine"] == "features.npy" else f"on {m['engine']} {m['precision']}"
     click.secho(
-        f"{m['name']}{rw} on {m['engine']} {m['precision']}: {d['suite']} suite, "
+        f"{m['name']}{rw} {ran}: {d['suite']} suite, "
         f"{d['n_slides']} slides/domains, {d['n_tiles']} aligned tiles, "
-        f"{d['n_pairs']} pairs",
+        f"{d['n_pairs']} pairs, {d['precision']} metrics",
         bold=True,
     )
+    click.echo(f"tiles: {_protocol_line(d.get('protocol', {}))}")
     click.echo(f"{'group':<15} {'pairs':>5} {'cosine':>14} {'top1':>14} {'top10':>14}")
     for g, st in d["groups"].items():
         cells = [f"{st[k]['median']:.3f}±{st[k]['iqr']:.3f}" for k in ("cosine", "top1", "top10")]
         click.echo(f"{g:<15} {st['cosine']['n']:>5} " + " ".join(f"{c:>14}" for c in cells))
     click.echo("(median ± IQR over pairs)")
     click.secho(f"score: {d['score']:.3f}", bold=True)
-    if d.get("path"):
-        click.echo(f"wrote {d['path']}")
+    lb = d.get("leaderboard")
+    if lb and lb["comparable"]:
+        click.echo(f"PLISM leaderboard: place {lb['place']} of {lb['of'] + 1} ({lb['source']})")
+    elif lb:
+        click.echo("not ranked on the PLISM leaderboard: " + "; ".join(lb["differences"]))
+    for k in ("results_csv", "path"):
+        if d.get(k):
+            click.echo(f"wrote {d[k]}")
+
+
+def _protocol_line(p: dict[str, Any]) -> str:
+    if p.get("subset") == "plismbench":
+        how = f"plismbench's {p['subset_file']}"
+    elif p.get("subset") == "seeded":
+        how = f"seeded subset (seed {p.get('subset_seed')})"
+    else:
+        how = "all aligned tiles"
+    note = f" ({p['subset_note']})" if p.get("subset_note") else ""
+    return f"{how}{note}; order: {p.get('order', '?')}"
 
 
 @bench.command("fidelity")

@@ -13,30 +13,29 @@ Pairs are grouped as *cross-scanner* (same staining, different scanner: 273 pair
 (4,095). The score is the mean of four medians: cosine over all pairs and top-10 over the three
 cross groups.
 
-The computation avoids the (2n)² similarity matrix per pair: with unit rows and the twin
-similarity s_i = a_i·b_i, the rank of row i's twin is #{j≠i: a_i·a_j > s_i} + #{j: a_i·b_j > s_i};
-the self-Gram matrices A·Aᵀ are computed once per slide (cached under a memory budget) and only
-A·Bᵀ is computed per pair, in row chunks, in float32 BLAS.
+Two precisions (``edgepath.eval.plism_rank`` has the exact definitions and how the pairs are
+computed without the (2n)² matrix): ``float32`` is exact; ``float16`` gives plismbench's
+numbers (its default computes everything in float16, which moves top-k by up to about 1e-3).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgepath.eval import plism_rank as R
+
 log = logging.getLogger(__name__)
 
 KS: tuple[int, ...] = (1, 3, 5, 10)
 GROUPS: tuple[str, ...] = ("cross-scanner", "cross-staining", "cross-both", "all")
-#: PLISM's full grid and plismbench's default metric subset (16,278 // 6).
+#: PLISM's full grid and plismbench's default metric subset, its leaderboard's (16,278 // 2).
 PLISM_TILES = 16_278
-DEFAULT_SUBSET = PLISM_TILES // 6
 
 
 @dataclass(frozen=True)
@@ -75,119 +74,108 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def self_gram(z: np.ndarray) -> np.ndarray:
-    """Z·Zᵀ of unit rows with -inf on the diagonal (a row never retrieves itself)."""
-    g = z @ z.T
-    np.fill_diagonal(g, -np.inf)
-    return g
-
-
 def pair_metrics(
     a: np.ndarray,
     b: np.ndarray,
     *,
     ks: Sequence[int] = KS,
     chunk: int = 2048,
-    gram_a: np.ndarray | None = None,
-    gram_b: np.ndarray | None = None,
+    precision: str = "float32",
 ) -> dict[str, float]:
-    """Cosine and top-k accuracies of one aligned slide pair.
+    """Cosine and top-k accuracies of one aligned slide pair (A first in [A; B]).
 
     Args:
         a: (n, D) embeddings of slide A, row i aligned with row i of ``b``.
         b: (n, D) embeddings of slide B.
         ks: The k of the top-k accuracies.
         chunk: Rows per block (memory is about chunk × n × 4 bytes × 3).
-        gram_a: ``self_gram(normalize(a))`` if already computed (reused across pairs).
-        gram_b: Same for ``b``.
+        precision: ``float32`` (exact) or ``float16`` (plismbench's float16 numbers).
 
     Returns:
         ``cosine`` and ``top{k}`` for each k.
     """
     if a.shape != b.shape:
         raise ValueError(f"slides must hold the same aligned tiles: {a.shape} vs {b.shape}")
-    za, zb = normalize(a), normalize(b)
-    n = len(za)
-    s = np.sum(za * zb, axis=1)  # twin similarities
-    above_a = np.zeros(n, dtype=np.int64)  # rows of A: rows of 2n ranked above the twin
-    above_b = np.zeros(n, dtype=np.int64)
-    for c0 in range(0, n, chunk):
-        c1 = min(c0 + chunk, n)
-        sab = za[c0:c1] @ zb.T  # (c, n): A rows vs all of B
-        # the twin itself never counts (BLAS rounding may put a_i·b_i a hair above s_i)
-        sab[np.arange(c1 - c0), np.arange(c0, c1)] = -np.inf
-        above_a[c0:c1] += np.count_nonzero(sab > s[c0:c1, None], axis=1)
-        above_b += np.count_nonzero(sab > s[None, :], axis=0)  # columns are B rows
-        ga = gram_a[c0:c1] if gram_a is not None else _gram_rows(za, c0, c1)
-        gb = gram_b[c0:c1] if gram_b is not None else _gram_rows(zb, c0, c1)
-        above_a[c0:c1] += np.count_nonzero(ga > s[c0:c1, None], axis=1)
-        above_b[c0:c1] += np.count_nonzero(gb > s[c0:c1, None], axis=1)
-    out = {"cosine": float(s.mean())}
-    for k in ks:
-        # the twin is in the top k iff fewer than k other rows are strictly more similar
-        hits = np.count_nonzero(above_a < k) + np.count_nonzero(above_b < k)
-        out[f"top{k}"] = hits / (2 * n)
-    return out
-
-
-def _gram_rows(z: np.ndarray, c0: int, c1: int) -> np.ndarray:
-    g = z[c0:c1] @ z.T
-    g[np.arange(c1 - c0), np.arange(c0, c1)] = -np.inf
-    return g
-
-
-class _GramCache:
-    """Self-Gram matrices per slide, least recently used dropped beyond a byte budget."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, key: str, z: np.ndarray) -> np.ndarray | None:
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        size = len(z) * len(z) * 4
-        if size > self.budget:
-            return None  # computed in chunks inside pair_metrics instead
-        g = self_gram(z)
-        self.items[key] = g
-        while sum(v.nbytes for v in self.items.values()) > self.budget:
-            self.items.popitem(last=False)
-        return g
+    pa = R.prepare(a, precision=precision, chunk=chunk)
+    pb = R.prepare(b, precision=precision, chunk=chunk)
+    return R.pair_metrics(pa, pb, precision=precision, ks=ks, chunk=chunk)
 
 
 def all_pairs(
-    features: dict[str, np.ndarray],
+    features: Mapping[str, np.ndarray],
     *,
     keys: dict[str, SlideKey] | None = None,
     ks: Sequence[int] = KS,
     chunk: int = 2048,
-    memory_mb: int = 2048,
+    precision: str = "float32",
+    order: Sequence[str] | None = None,
     on_pair: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Metrics for every unordered pair of slides.
 
     Args:
-        features: Slide name -> (n, D) aligned embeddings (same n for all).
+        features: Slide name -> (n, D) aligned embeddings (same n for all). Each slide is read
+            once, in ``order``, and only its prepared rows are kept (a lazy mapping that loads
+            on access keeps one slide's raw features in memory at a time).
         keys: Slide name -> labels; parsed from PLISM names when omitted.
         ks: The k of the top-k accuracies.
         chunk: Rows per block.
-        memory_mb: Budget for cached self-Gram matrices.
+        precision: ``float32`` or ``float16``.
+        order: Slide order; pair (a, b) has a before b (float16 ties follow it). Default: sorted.
         on_pair: Called with (pairs done, pairs total) for progress.
 
     Returns:
         One row per pair: ``a``, ``b``, ``group``, ``cosine``, ``top{k}``.
     """
-    names = sorted(features)
+    names = list(order) if order is not None else sorted(features)
+    prepared = prepare_all(features, names, ks=ks, precision=precision, chunk=chunk)
+    return pairs_of(prepared, keys=keys, ks=ks, chunk=chunk, precision=precision, on_pair=on_pair)
+
+
+def prepare_all(
+    features: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    *,
+    ks: Sequence[int] = KS,
+    precision: str = "float32",
+    chunk: int = 2048,
+    on_slide: Callable[[int, int], None] | None = None,
+) -> dict[str, R.Prepared]:
+    """Each slide prepared once (in ``names`` order), checked to hold the same aligned tiles."""
+    if len(names) < 2:
+        raise ValueError("robustness needs at least two aligned slides or domains")
+    out: dict[str, R.Prepared] = {}
+    for name in names:
+        p = R.prepare(features[name], precision=precision, chunk=chunk)
+        if out and len(p.unit) != len(next(iter(out.values())).unit):
+            sizes = sorted({len(p.unit), len(next(iter(out.values())).unit)})
+            raise ValueError(f"slides hold different numbers of aligned tiles: {sizes}")
+        if len(p.unit) <= max(ks):
+            raise ValueError(
+                f"top-{max(ks)} needs more than {max(ks)} aligned tiles, got {len(p.unit)}"
+            )
+        out[name] = p
+        if on_slide is not None:
+            on_slide(len(out), len(names))
+    return out
+
+
+def pairs_of(
+    prepared: dict[str, R.Prepared],
+    *,
+    keys: dict[str, SlideKey] | None = None,
+    ks: Sequence[int] = KS,
+    chunk: int = 2048,
+    precision: str = "float32",
+    on_pair: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every pair (a, b) of prepared slides, a before b in the mapping's order."""
+    names = list(prepared)
     keys = keys or {n: parse_slide_name(n) for n in names}
-    unit = {n: normalize(features[n]) for n in names}
-    cache = _GramCache(memory_mb << 20)
     pairs = list(itertools.combinations(names, 2))
     rows = []
     for i, (na, nb) in enumerate(pairs):
-        ga, gb = cache.get(na, unit[na]), cache.get(nb, unit[nb])
-        m = pair_metrics(unit[na], unit[nb], ks=ks, chunk=chunk, gram_a=ga, gram_b=gb)
+        m = R.pair_metrics(prepared[na], prepared[nb], precision=precision, ks=ks, chunk=chunk)
         rows.append({"a": na, "b": nb, "group": pair_group(keys[na], keys[nb]), **m})
         if on_pair is not None:
             on_pair(i + 1, len(pairs))
@@ -238,28 +226,32 @@ def score(stats: dict[str, Any]) -> float:
 
 
 def evaluate(
-    features: dict[str, np.ndarray],
+    features: Mapping[str, np.ndarray],
     *,
     keys: dict[str, SlideKey] | None = None,
     ks: Sequence[int] = KS,
     chunk: int = 2048,
-    memory_mb: int = 2048,
+    precision: str = "float32",
+    order: Sequence[str] | None = None,
     on_pair: Callable[[int, int], None] | None = None,
+    on_slide: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Pairs, group statistics and the score for aligned per-slide embeddings."""
-    if len(features) < 2:
-        raise ValueError("robustness needs at least two aligned slides or domains")
-    sizes = {v.shape[0] for v in features.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"slides hold different numbers of aligned tiles: {sorted(sizes)}")
-    if min(sizes) <= max(ks):
-        raise ValueError(f"top-{max(ks)} needs more than {max(ks)} aligned tiles, got {min(sizes)}")
-    rows = all_pairs(features, keys=keys, ks=ks, chunk=chunk, memory_mb=memory_mb, on_pair=on_pair)
+    """Pairs, group statistics and the score for aligned per-slide embeddings.
+
+    ``order`` (default: sorted names) sets which slide of a pair comes first in [A; B]; it
+    matters only for float16 ties. The result records ``precision``.
+    """
+    names = list(order) if order is not None else sorted(features)
+    prepared = prepare_all(
+        features, names, ks=ks, precision=precision, chunk=chunk, on_slide=on_slide
+    )
+    rows = pairs_of(prepared, keys=keys, ks=ks, chunk=chunk, precision=precision, on_pair=on_pair)
     stats = group_stats(rows, ks=ks)
     return {
-        "n_slides": len(features),
-        "n_tiles": sizes.pop(),
+        "n_slides": len(prepared),
+        "n_tiles": len(next(iter(prepared.values())).unit),
         "n_pairs": len(rows),
+        "precision": precision,
         "score": score(stats),
         "groups": stats,
         "pairs": rows,

@@ -123,9 +123,10 @@ def test_report_from_runs(run_cli, throughput_run: tuple[dict, Path], tmp_path: 
     code, out, err = run_cli("report", str(run), "-o", str(tmp_path), "--json")
     assert code == 0, err
     d = json.loads(out)
-    assert d["n_results"] == 2 and len(d["images"]) == 2
+    assert d["n_results"] == 2 and len(d["images"]) == 3  # throughput, robustness, leaderboard
     md = Path(d["markdown"]).read_text()
     assert "## Throughput" in md and "## Robustness" in md and "Score:" in md
+    assert "**Not ranked**" in md and "synthetic suite, not PLISM" in md
     assert "vit-test14@1.0 (random weights)" in md
     for img in d["images"]:
         assert Path(img).read_bytes()[:4] == b"\x89PNG"

@@ -46,6 +46,21 @@ def brute_force(a: np.ndarray, b: np.ndarray, k: int) -> tuple[float, float]:
     return float(cos), hits / (2 * n)
 
 
+def brute_force_sorted(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """The same definition by a full sort of each row of the (2n)² float64 cosine matrix."""
+    n = len(a)
+    z = np.concatenate([a, b]).astype(np.float64)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    sims = z @ z.T
+    np.fill_diagonal(sims, -np.inf)  # a row never retrieves itself
+    ranked = np.argsort(-sims, axis=1)
+    twin = np.concatenate([np.arange(n, 2 * n), np.arange(n)])
+    out = {"cosine": float(np.mean(np.sum(z[:n] * z[n:], axis=1)))}
+    for k in plism.KS:
+        out[f"top{k}"] = float(np.mean(np.any(ranked[:, :k] == twin[:, None], axis=1)))
+    return out
+
+
 def test_pair_metrics_equal_brute_force() -> None:
     feats = fixture_features(n=40)
     names = sorted(feats)
@@ -53,23 +68,42 @@ def test_pair_metrics_equal_brute_force() -> None:
         got = plism.pair_metrics(feats[na], feats[nb], chunk=7)  # chunks that do not divide n
         for k in plism.KS:
             cos, topk = brute_force(feats[na], feats[nb], k)
-            assert got["cosine"] == pytest.approx(cos, abs=1e-5)
+            assert got["cosine"] == pytest.approx(cos, abs=1e-6)
             assert got[f"top{k}"] == pytest.approx(topk), (na, nb, k)
 
 
-def test_cached_grams_give_the_same_numbers() -> None:
+def test_prepared_slides_give_the_same_numbers_as_one_pair() -> None:
+    """all_pairs prepares each slide once (its own-slide top list); pair_metrics does it inline."""
     feats = fixture_features(n=50)
-    a, b = (plism.normalize(feats[n]) for n in sorted(feats)[:2])
-    plain = plism.pair_metrics(a, b, chunk=16)
-    cached = plism.pair_metrics(
-        a, b, chunk=16, gram_a=plism.self_gram(a), gram_b=plism.self_gram(b)
-    )
-    assert plain == cached
+    names = sorted(feats)[:3]
+    rows = plism.all_pairs({n: feats[n] for n in names}, chunk=16)
+    for r in rows:
+        one = plism.pair_metrics(feats[r["a"]], feats[r["b"]], chunk=16)
+        assert {k: r[k] for k in one} == one
+
+
+def test_float32_is_exact_to_1e6_on_large_pairs_with_tiny_top_lists() -> None:
+    """Own-slide top lists shorter than the slide and chunks that do not divide n: still exact."""
+    from edgepath.eval import plism_rank as R
+
+    feats = fixture_features(n=300, d=24, seed=4)
+    names = sorted(feats)
+    for na, nb in [(names[0], names[4]), (names[2], names[7]), (names[1], names[2])]:
+        pa = R.prepare(feats[na], precision="float32", m=10, chunk=37)
+        pb = R.prepare(feats[nb], precision="float32", m=10, chunk=37)
+        got = R.pair_metrics(pa, pb, precision="float32", chunk=37)
+        want = brute_force_sorted(feats[na], feats[nb])
+        assert abs(got["cosine"] - want["cosine"]) < 1e-6
+        assert {k: got[k] for k in want if k != "cosine"} == {
+            k: v for k, v in want.items() if k != "cosine"
+        }, (na, nb)
+        assert 0 < got["top10"] < 1  # neither trivial nor hopeless: the counts matter
 
 
 def test_groups_counts_and_score() -> None:
     feats = fixture_features(n=30)
-    res = plism.evaluate(feats, memory_mb=1)  # tiny budget: exercises the uncached path too
+    res = plism.evaluate(feats, chunk=7)
+    assert res["precision"] == "float32"
     # 3 stainings x 3 scanners: 9 slides, 36 pairs; cross-scanner 3*C(3,2)=9,
     # cross-staining 3*C(3,2)=9, cross-both 36-18=18
     groups = res["groups"]

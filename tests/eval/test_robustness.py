@@ -57,13 +57,16 @@ def test_layouts_align_the_same_tiles(plism_h5: Path, plism_png: Path) -> None:
     a = robustness.find_plism(plism_h5)
     b = robustness.find_plism(plism_png)
     assert [s.name for s in a] == [s.name for s in b]
-    ids = robustness.aligned_ids(a, n_tiles=None)
+    ids = robustness.aligned_ids(a)
     assert len(ids) == 23 and "tile_00005" not in ids
-    assert ids == robustness.aligned_ids(b, n_tiles=None)
+    assert ids == robustness.aligned_ids(b)
     for sa, sb in zip(a, b, strict=True):
         assert (sa.read(ids[:6]) == sb.read(ids[:6])).all()  # PNG is lossless
-    sub = robustness.aligned_ids(a, n_tiles=12, seed=0)
-    assert len(sub) == 12 and set(sub) <= set(ids)
+    # ids without plismbench's coordinates: sorted as text, seeded subset, and it says so
+    all_ids, coords, rows, proto = robustness.plism_tiles(a, n_tiles=12, seed=0)
+    assert all_ids == ids and coords is None
+    assert len(rows) == 12 and proto["subset"] == "seeded" and "coordinates" in proto["subset_note"]
+    assert "as text" in proto["order"]
 
 
 def test_cli_robustness_on_plism_fixture(run_cli, plism_h5: Path, tmp_path: Path) -> None:
@@ -84,12 +87,19 @@ def test_cli_robustness_on_plism_fixture(run_cli, plism_h5: Path, tmp_path: Path
     assert d["kind"] == "robustness" and d["suite"] == "plism"
     assert d["n_slides"] == 4 and d["n_tiles"] == 16 and d["n_pairs"] == 6
     assert d["model"]["random_weights"] is True
+    assert d["precision"] == "float16"  # PLISM's default: plismbench's numbers
+    assert d["protocol"]["subset"] == "seeded" and d["protocol"]["subset_seed"] == 0
     g = d["groups"]
     assert g["cross-scanner"]["cosine"]["n"] == 2  # GM: AT2-P, HR: AT2-P
     assert g["cross-staining"]["cosine"]["n"] == 2
     assert g["cross-both"]["cosine"]["n"] == 2
     assert 0.0 <= d["score"] <= 1.0
+    lb = d["leaderboard"]
+    assert lb["comparable"] is False and lb["place"] is None
+    assert any("4 slides" in x for x in lb["differences"])
     assert Path(d["path"]).is_file()
+    csv = tmp_path / "plismbench" / "16_tiles" / "vit-test14" / "results.csv"
+    assert d["results_csv"] == str(csv) and csv.read_text().startswith(",cosine_similarity,")
 
 
 def test_missing_plism_folder_is_a_clean_error(run_cli, tmp_path: Path) -> None:
