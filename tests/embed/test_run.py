@@ -42,7 +42,8 @@ def test_workers_read_what_inline_reads_in_order(sample_slide):
 
     spec = SimpleNamespace(input=SimpleNamespace(mean=PRE.mean, std=PRE.std))
     with open_slide(sample_slide) as s:
-        tiles = np.stack([s.read_tile(x, y, mpp=0.5, tile_px=224) for x, y in coords])
+        # the reader's path (against read_tile: tests/slides/test_pyramid.py)
+        tiles = s.read_batch(coords, mpp=0.5, tile_px=224)
     np.testing.assert_allclose(a, normalize(tiles, spec), atol=1e-5)  # runtime's arithmetic
 
 
