@@ -594,3 +594,95 @@ def _human_distill(d: dict[str, Any]) -> None:
     click.echo(f"  peak memory    {d['peak_memory_mb']:.0f} MB ({d['peak_memory_kind']})")
     if d.get("path"):
         click.echo(f"wrote {d['path']}")
+
+
+@bench.command("read")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mpp", type=float, default=0.5, show_default=True, help="Tile µm/px.")
+@click.option("--tile-px", type=click.IntRange(8), default=224, show_default=True)
+@click.option(
+    "--workers",
+    "workers_csv",
+    default="1,2",
+    show_default=True,
+    help="Reader process counts to measure, comma-separated.",
+)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Side-by-side repeats (medians reported).",
+)
+@click.option("--max-tiles", type=click.IntRange(1), default=None, help="First N tiles only.")
+@json_option
+def read_cmd(
+    slides: tuple[Path, ...],
+    mpp: float,
+    tile_px: int,
+    workers_csv: str,
+    batch: int,
+    repeats: int,
+    max_tiles: int | None,
+    as_json: bool,
+) -> None:
+    """The tile reader alone, without a model: tiles/s per worker count against the plain
+    baseline (OpenSlide read_region + PIL resize) and the decode-only limit.
+
+    \b
+      edgepath bench read slide.svs --mpp 0.5 --workers 1,2 --json
+    """
+    from edgepath.bench.read import run_read
+
+    workers = _ints(workers_csv, what="workers")
+    with _Steps(disable=as_json or None) as steps:
+        result = run_read(
+            slides,
+            mpp=mpp,
+            tile_px=tile_px,
+            workers=workers,
+            batch=batch,
+            repeats=repeats,
+            max_tiles=max_tiles,
+            on_step=steps.step,
+        )
+    emit(result, as_json=as_json, human=_human_read)
+
+
+def _human_read(d: dict[str, Any]) -> None:
+    m, st = d["machine"], d["settings"]
+    click.secho(
+        f"{d['date']}  {m['cpu']}, {m['cores']} cores {'/'.join(m['cpu_features'])}; "
+        f"{st['mpp']:g} µm/px, {st['tile_px']} px, batch {st['batch']}, medians of "
+        f"{st['repeats']}",
+        bold=True,
+    )
+    for s in d["slides"]:
+        dl = s["decode_limit"]
+        click.echo(
+            f"{Path(s['slide']).name}: {s['tiles']} tiles from level {s['level']} "
+            f"({'resized' if s['resize'] else 'no resize'}); tissue detection + tiling "
+            f"{s['tissue_s']:.2f} s"
+        )
+        click.echo(
+            f"  baseline (read_region + PIL resize)  {s['baseline']['tiles_per_s']:8.0f} tiles/s"
+        )
+        click.echo(
+            f"  decode limit ({_fmt(dl.get('tiff_tiles'), 'd') if dl.get('tiff_tiles') else '-'} "
+            f"TIFF tiles)        {_fmt(dl['tiles_per_s'], '8.0f')} tiles/s"
+        )
+        for r in s["rows"]:
+            click.echo(
+                f"  {r['workers']} worker(s): {r['tiles_per_s']:8.0f} tiles/s, "
+                f"{r['tiles_per_s_per_worker']:.0f} per worker = "
+                f"{_fmt(r['per_worker_vs_baseline'], '.2f')}x baseline, "
+                f"{_fmt(None if r['per_worker_vs_decode_limit'] is None else 100 * r['per_worker_vs_decode_limit'], '.0f')}% "
+                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker"
+            )
+        split = ", ".join(f"{k} {v:.2f} s" for k, v in s["split_s"].items())
+        click.echo(f"  time split (one process): {split}")
+    rss = d["peak_rss_mb"]
+    click.echo(
+        f"peak RSS: main {_fmt(rss['main'], '.0f')} MB, largest reader {rss['largest_reader']:.0f} MB"
+    )
