@@ -264,19 +264,25 @@ def _human_throughput(d: dict[str, Any]) -> None:
         )
     click.echo(
         f"{'model':<18} {'engine':<12} {'prec':<5} {'batch':>5} {'tiles/s':>8} "
-        f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} {'roof%':>6} "
         f"{'WSI/min':>8} {'RSS MB':>7}"
     )
     for r in d["rows"]:
         rw = "*" if r["random_weights"] else ""
         ceil = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
+        roof = None if r.get("roofline_fraction") is None else 100 * r["roofline_fraction"]
         click.echo(
             f"{(r['model'] + rw)[:18]:<18} {r['engine']:<12} {r['precision']:<5} {r['batch']:>5} "
             f"{r['tiles_per_s']:>8.3g} {r['latency_ms_p50']:>8.0f} {r['latency_ms_p95']:>8.0f} "
             f"{_fmt(r['speedup_vs_torch_fp32'], '.2f'):>6} {r['achieved_gflops']:>8.1f} "
-            f"{_fmt(ceil, '.0f'):>6} {r['wsi_per_min']:>8.3f} {_fmt(r['peak_rss_mb'], '.0f'):>7}"
+            f"{_fmt(ceil, '.0f'):>6} {_fmt(roof, '.0f'):>6} {r['wsi_per_min']:>8.3f} "
+            f"{_fmt(r['peak_rss_mb'], '.0f'):>7}"
         )
     click.echo("* random weights (throughput needs only the architecture)")
+    click.echo(
+        "ceil%: all FLOPs at the GEMM ceiling of the row's precision; roof%: per-op roofline, "
+        "INT8 Linear layers at the INT8 ceiling, attention and patch embedding at FP32's"
+    )
     for c in d["ceilings"]:
         click.echo(
             f"GEMM ceiling {c['engine']} {c['precision']} ({c['kernel']}, {c['model']} "
