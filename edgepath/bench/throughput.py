@@ -437,6 +437,14 @@ def roofline(
     return out
 
 
+def _settings(refs: Sequence[str], *, slide: Path | None, **kw: Any) -> dict[str, Any]:
+    """The run's settings as the result records them (``--end-to-end`` needs ``--slide``)."""
+    if kw["end_to_end"] and slide is None:
+        raise ConfigError("--end-to-end needs --slide (the slide to embed)")
+    listed = {k: list(kw[k]) for k in ("engines", "precisions", "batches")}
+    return {"models": list(refs), **kw, **listed, "slide": str(slide) if slide else None}
+
+
 def run_throughput(
     refs: Sequence[str],
     *,
@@ -454,6 +462,8 @@ def run_throughput(
     workdir: Path | None = None,
     device: str = "cpu",
     compile: bool = False,
+    end_to_end: bool = False,
+    workers: int = 1,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark models × engines × precisions × batch sizes, side by side in one run.
@@ -478,6 +488,8 @@ def run_throughput(
         device: The torch engine's device: ``cpu``, ``cuda`` (``cuda:N``) or ``auto``; on CUDA
             the GEMM ceiling is cuBLAS's at the variant's precision on that device.
         compile: ``torch.compile`` the torch engine's encoder (the warm-up batches compile it).
+        end_to_end: Embed ``slide`` with each variant (first batch size, ``workers`` readers):
+            rows get ``end_to_end_tiles_per_s`` and ``end_to_end_ratio`` (to the engine's).
         on_step: Progress callback.
 
     Returns:
@@ -488,19 +500,10 @@ def run_throughput(
     """
     device = _settle_device(device, engines=engines, precisions=precisions)
     when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
-    settings = {
-        "models": list(refs),
-        "engines": list(engines),
-        "precisions": list(precisions),
-        "batches": list(batches),
-        "threads": threads,
-        "device": device,
-        "compile": compile,
-        "warmup": warmup,
-        "rounds": rounds,
-        "per_round": per_round,
-        "slide": str(slide) if slide else None,
-    }
+    kw = {"engines": engines, "precisions": precisions, "batches": batches, "device": device}
+    kw |= {"threads": threads, "compile": compile, "warmup": warmup, "rounds": rounds}
+    kw |= {"per_round": per_round, "end_to_end": end_to_end, "workers": workers}
+    settings = _settings(refs, slide=slide, **kw)
     count = functools.partial(
         _tiles_per_slide, slide=slide, tiles_per_slide=tiles_per_slide, tissue_mm2=tissue_mm2
     )
@@ -559,12 +562,45 @@ def _measure(
         rows += r
         ceilings += c
     _add_ratios(rows)
+    if settings.get("end_to_end"):
+        _end_to_end_rows(variants, rows, settings, workdir=workdir, on_step=on_step)
     return {
         "costs": {k: _cost_dict(c) for k, c in costs.items()},
         "rows": rows,
         "ceilings": ceilings,
         "skipped": skipped,
     }
+
+
+def _end_to_end_rows(
+    variants: Sequence[Variant],
+    rows: list[dict[str, Any]],
+    settings: dict[str, Any],
+    *,
+    workdir: Path,
+    on_step: Callable[[str], None] | None,
+) -> None:
+    """Embed the slide with each variant at the first batch size; add the figures to its row."""
+    from edgepath.bench.compare import end_to_end
+
+    batch, slide = settings["batches"][0], Path(settings["slide"])
+    for i, v in enumerate(variants):
+        row = next(
+            r
+            for r in rows
+            if r["batch"] == batch
+            and r["engine"] == v.engine_name
+            and r["precision"] == v.precision
+            and r["model"] == v.model.name
+        )
+        if on_step:
+            on_step(f"end to end: {v.label} on {slide.name}")
+        e2e = end_to_end(
+            v, slide, batch=batch, workers=settings["workers"], out_dir=workdir / f"e2e-{i}"
+        )
+        row["end_to_end"] = e2e
+        row["end_to_end_tiles_per_s"] = e2e["tiles_per_s"]
+        row["end_to_end_ratio"] = e2e["tiles_per_s"] / row["tiles_per_s"]
 
 
 def _measure_batch(

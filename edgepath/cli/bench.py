@@ -156,7 +156,14 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
     type=click.IntRange(0),
     default=1,
     show_default=True,
-    help="Reader workers for the end-to-end run of --compare.",
+    help="Reader workers for the end-to-end runs (--compare, --end-to-end).",
+)
+@click.option(
+    "--end-to-end",
+    "end_to_end",
+    is_flag=True,
+    help="Also embed --slide with each row's engine (edgepath embed, first --batch): "
+    "end-to-end tiles/s and its ratio to the engine's own.",
 )
 @results_out_option
 @json_option
@@ -178,6 +185,7 @@ def throughput(
     workdir: Path | None,
     compare: bool,
     workers: int,
+    end_to_end: bool,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -234,6 +242,8 @@ def throughput(
                 workdir=workdir,
                 device=device,
                 compile=compile_,
+                end_to_end=end_to_end,
+                workers=workers,
                 on_step=steps.step,
             )
     if out is not None:
@@ -288,6 +298,14 @@ def _human_throughput(d: dict[str, Any]) -> None:
             f"GEMM ceiling {c['engine']} {c['precision']} ({c['kernel']}, {c['model']} "
             f"shapes, batch {c['batch']}): {c['gflops']:.1f} GFLOP/s"
         )
+    for r in d["rows"]:
+        if r.get("end_to_end_tiles_per_s"):
+            click.echo(
+                f"end to end ({r['end_to_end']['workers']} reader(s), {r['end_to_end']['n_tiles']} "
+                f"tiles): {r['model']} {r['engine']} {r['precision']} batch {r['batch']}: "
+                f"{r['end_to_end_tiles_per_s']:.3g} tiles/s = "
+                f"{r['end_to_end_ratio']:.3f}x the engine alone"
+            )
     if d["rows"]:
         r = d["rows"][0]
         click.echo(f"WSI/min basis: {r['tiles_per_slide']} tiles ({r['tiles_per_slide_basis']})")
