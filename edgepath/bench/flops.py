@@ -48,6 +48,18 @@ class VitCost:
         """GFLOPs per tile."""
         return self.flops / 1e9
 
+    @property
+    def linear_flops(self) -> int:
+        """FLOPs per tile in the blocks' Linear layers: the GEMMs an INT8 export quantizes
+        (``quantize.ort_native`` and the NNCF presets turn exactly these MatMuls into INT8)."""
+        return 2 * self.tokens * sum(k * n * c for k, n, c in self.linear_shapes)
+
+    @property
+    def other_flops(self) -> int:
+        """FLOPs per tile outside the Linear layers: attention (QKᵀ, AV) and the patch
+        embedding, which stay in float in an INT8 export."""
+        return self.flops - self.linear_flops
+
 
 def vit_cost(spec: EncoderSpec) -> VitCost:
     """Per-tile MACs of the encoder in ``spec`` at its tile size (timm ViT-like backbones)."""

@@ -361,8 +361,12 @@ def summarize_row(
     ceiling: dict[str, Any] | None,
     tiles_per_slide: int,
     basis: str,
+    float_ceiling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One result row (the JSON every report reads)."""
+    """One result row (the JSON every report reads).
+
+    ``ceiling_fraction`` compares all FLOPs with the GEMM ceiling at the row's precision;
+    ``roofline_fraction`` adds up each op class at its own ceiling (``roofline``)."""
     s = sorted(timing["samples"])
     p50 = statistics.median(s)
     p95 = float(np.percentile(s, 95))
@@ -396,8 +400,49 @@ def summarize_row(
         "tiles_per_slide_basis": basis,
         "wsi_per_min": 60.0 * tps / tiles_per_slide,
         "wsi_method": "computed: tiles_per_slide / tiles_per_s (model only)",
+        **roofline(cost, tps, v.precision, ceiling, float_ceiling),
     }
     return row
+
+
+def roofline(
+    cost: VitCost,
+    tiles_per_s: float,
+    precision: str,
+    ceiling: dict[str, Any] | None,
+    float_ceiling: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Per-op roofline: each op class at its own ceiling.
+
+    For INT8 the blocks' Linear layers run at the INT8 GEMM ceiling and attention and the patch
+    embedding (float in the export) at the FP32 one: the fastest a tile can go is
+    ``linear / int8 + other / fp32`` seconds. For float rows the one ceiling covers all FLOPs
+    and the fraction equals ``ceiling_fraction``. None where a ceiling was not measured.
+    """
+    out: dict[str, Any] = {
+        "gflops_linear": cost.linear_flops / 1e9,
+        "gflops_other": cost.other_flops / 1e9,
+        "roofline_tiles_per_s": None,
+        "roofline_fraction": None,
+    }
+    if ceiling is None:
+        return out
+    other = float_ceiling if precision == "int8" else ceiling
+    if other is None:
+        return out
+    seconds = cost.linear_flops / 1e9 / ceiling["gflops"] + cost.other_flops / 1e9 / other["gflops"]
+    out["roofline_tiles_per_s"] = 1.0 / seconds
+    out["roofline_fraction"] = tiles_per_s * seconds
+    out["roofline_ceilings"] = {"linear": ceiling["gflops"], "other": other["gflops"]}
+    return out
+
+
+def _settings(refs: Sequence[str], *, slide: Path | None, **kw: Any) -> dict[str, Any]:
+    """The run's settings as the result records them (``--end-to-end`` needs ``--slide``)."""
+    if kw["end_to_end"] and slide is None:
+        raise ConfigError("--end-to-end needs --slide (the slide to embed)")
+    listed = {k: list(kw[k]) for k in ("engines", "precisions", "batches")}
+    return {"models": list(refs), **kw, **listed, "slide": str(slide) if slide else None}
 
 
 def run_throughput(
@@ -417,6 +462,8 @@ def run_throughput(
     workdir: Path | None = None,
     device: str = "cpu",
     compile: bool = False,
+    end_to_end: bool = False,
+    workers: int = 1,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark models × engines × precisions × batch sizes, side by side in one run.
@@ -441,6 +488,8 @@ def run_throughput(
         device: The torch engine's device: ``cpu``, ``cuda`` (``cuda:N``) or ``auto``; on CUDA
             the GEMM ceiling is cuBLAS's at the variant's precision on that device.
         compile: ``torch.compile`` the torch engine's encoder (the warm-up batches compile it).
+        end_to_end: Embed ``slide`` with each variant (first batch size, ``workers`` readers):
+            rows get ``end_to_end_tiles_per_s`` and ``end_to_end_ratio`` (to the engine's).
         on_step: Progress callback.
 
     Returns:
@@ -451,19 +500,10 @@ def run_throughput(
     """
     device = _settle_device(device, engines=engines, precisions=precisions)
     when: dict[str, Any] = {"started_utc": _utc_now(), "load_avg_start": machine.load_avg()}
-    settings = {
-        "models": list(refs),
-        "engines": list(engines),
-        "precisions": list(precisions),
-        "batches": list(batches),
-        "threads": threads,
-        "device": device,
-        "compile": compile,
-        "warmup": warmup,
-        "rounds": rounds,
-        "per_round": per_round,
-        "slide": str(slide) if slide else None,
-    }
+    kw = {"engines": engines, "precisions": precisions, "batches": batches, "device": device}
+    kw |= {"threads": threads, "compile": compile, "warmup": warmup, "rounds": rounds}
+    kw |= {"per_round": per_round, "end_to_end": end_to_end, "workers": workers}
+    settings = _settings(refs, slide=slide, **kw)
     count = functools.partial(
         _tiles_per_slide, slide=slide, tiles_per_slide=tiles_per_slide, tissue_mm2=tissue_mm2
     )
@@ -522,12 +562,45 @@ def _measure(
         rows += r
         ceilings += c
     _add_ratios(rows)
+    if settings.get("end_to_end"):
+        _end_to_end_rows(variants, rows, settings, workdir=workdir, on_step=on_step)
     return {
         "costs": {k: _cost_dict(c) for k, c in costs.items()},
         "rows": rows,
         "ceilings": ceilings,
         "skipped": skipped,
     }
+
+
+def _end_to_end_rows(
+    variants: Sequence[Variant],
+    rows: list[dict[str, Any]],
+    settings: dict[str, Any],
+    *,
+    workdir: Path,
+    on_step: Callable[[str], None] | None,
+) -> None:
+    """Embed the slide with each variant at the first batch size; add the figures to its row."""
+    from edgepath.bench.compare import end_to_end
+
+    batch, slide = settings["batches"][0], Path(settings["slide"])
+    for i, v in enumerate(variants):
+        row = next(
+            r
+            for r in rows
+            if r["batch"] == batch
+            and r["engine"] == v.engine_name
+            and r["precision"] == v.precision
+            and r["model"] == v.model.name
+        )
+        if on_step:
+            on_step(f"end to end: {v.label} on {slide.name}")
+        e2e = end_to_end(
+            v, slide, batch=batch, workers=settings["workers"], out_dir=workdir / f"e2e-{i}"
+        )
+        row["end_to_end"] = e2e
+        row["end_to_end_tiles_per_s"] = e2e["tiles_per_s"]
+        row["end_to_end_ratio"] = e2e["tiles_per_s"] / row["tiles_per_s"]
 
 
 def _measure_batch(
@@ -563,6 +636,7 @@ def _measure_batch(
             ceiling=results.get(_ceiling_key(v)),
             tiles_per_slide=counts[v.model.name][0],
             basis=counts[v.model.name][1],
+            float_ceiling=results.get((*_ceiling_key(v)[:2], "fp32")),
         )
         for v in variants
     ]
@@ -637,23 +711,42 @@ def _ceilings(
     out: dict[tuple[str, str, str], Any] = {}
     for v in variants:
         key = _ceiling_key(v)
-        if key in out or v.precision not in gemm_precisions(v.engine_name, v.engine.device):
-            continue
-        if on_step:
-            on_step(f"preparing GEMM ceiling {v.engine_name} {v.precision}")
-        out[key] = Ceiling(
-            v.engine_name,
-            v.precision,
-            model_shapes(costs[v.model.name], batch),
-            threads=threads,
-            device=v.engine.device,
-        )
+        # INT8 rows also need the FP32 ceiling: attention stays float (per-op roofline)
+        wanted = [key, (*key[:2], "fp32")] if v.precision == "int8" else [key]
+        for k in wanted:
+            if k in out or k[2] not in gemm_precisions(v.engine_name, v.engine.device):
+                continue
+            if on_step:
+                on_step(f"preparing GEMM ceiling {v.engine_name} {k[2]}")
+            out[k] = Ceiling(
+                v.engine_name,
+                k[2],
+                model_shapes(costs[v.model.name], batch),
+                threads=threads,
+                device=v.engine.device,
+            )
     return out
 
 
 def _by_label(variants: Sequence[Variant], ceilings: dict[tuple[str, str, str], Any]) -> dict:
-    """Variant label -> its ceiling (sampled by ``time_variants`` right after its batches)."""
-    return {v.label: ceilings[_ceiling_key(v)] for v in variants if _ceiling_key(v) in ceilings}
+    """Variant label -> its ceilings (sampled by ``time_variants`` right after its batches): the
+    one at its precision and, for INT8, the FP32 one."""
+    out = {}
+    for v in variants:
+        key = _ceiling_key(v)
+        keys = [key, (*key[:2], "fp32")] if v.precision == "int8" else [key]
+        mine = [ceilings[k] for k in keys if k in ceilings]
+        if mine:
+            out[v.label] = _Sampled(mine)
+    return out
+
+
+class _Sampled(list):
+    """Ceilings sampled together after one variant's batches."""
+
+    def sample(self) -> None:
+        for c in self:
+            c.sample()
 
 
 def _ceiling_results(

@@ -156,7 +156,14 @@ ENGINES = ("torch", "onnxruntime", "openvino", "tensorrt")
     type=click.IntRange(0),
     default=1,
     show_default=True,
-    help="Reader workers for the end-to-end run of --compare.",
+    help="Reader workers for the end-to-end runs (--compare, --end-to-end).",
+)
+@click.option(
+    "--end-to-end",
+    "end_to_end",
+    is_flag=True,
+    help="Also embed --slide with each row's engine (edgepath embed, first --batch): "
+    "end-to-end tiles/s and its ratio to the engine's own.",
 )
 @results_out_option
 @json_option
@@ -178,6 +185,7 @@ def throughput(
     workdir: Path | None,
     compare: bool,
     workers: int,
+    end_to_end: bool,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -234,6 +242,8 @@ def throughput(
                 workdir=workdir,
                 device=device,
                 compile=compile_,
+                end_to_end=end_to_end,
+                workers=workers,
                 on_step=steps.step,
             )
     if out is not None:
@@ -264,24 +274,38 @@ def _human_throughput(d: dict[str, Any]) -> None:
         )
     click.echo(
         f"{'model':<18} {'engine':<12} {'prec':<5} {'batch':>5} {'tiles/s':>8} "
-        f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'×torch':>6} {'GFLOP/s':>8} {'ceil%':>6} {'roof%':>6} "
         f"{'WSI/min':>8} {'RSS MB':>7}"
     )
     for r in d["rows"]:
         rw = "*" if r["random_weights"] else ""
         ceil = None if r["ceiling_fraction"] is None else 100 * r["ceiling_fraction"]
+        roof = None if r.get("roofline_fraction") is None else 100 * r["roofline_fraction"]
         click.echo(
             f"{(r['model'] + rw)[:18]:<18} {r['engine']:<12} {r['precision']:<5} {r['batch']:>5} "
             f"{r['tiles_per_s']:>8.3g} {r['latency_ms_p50']:>8.0f} {r['latency_ms_p95']:>8.0f} "
             f"{_fmt(r['speedup_vs_torch_fp32'], '.2f'):>6} {r['achieved_gflops']:>8.1f} "
-            f"{_fmt(ceil, '.0f'):>6} {r['wsi_per_min']:>8.3f} {_fmt(r['peak_rss_mb'], '.0f'):>7}"
+            f"{_fmt(ceil, '.0f'):>6} {_fmt(roof, '.0f'):>6} {r['wsi_per_min']:>8.3f} "
+            f"{_fmt(r['peak_rss_mb'], '.0f'):>7}"
         )
     click.echo("* random weights (throughput needs only the architecture)")
+    click.echo(
+        "ceil%: all FLOPs at the GEMM ceiling of the row's precision; roof%: per-op roofline, "
+        "INT8 Linear layers at the INT8 ceiling, attention and patch embedding at FP32's"
+    )
     for c in d["ceilings"]:
         click.echo(
             f"GEMM ceiling {c['engine']} {c['precision']} ({c['kernel']}, {c['model']} "
             f"shapes, batch {c['batch']}): {c['gflops']:.1f} GFLOP/s"
         )
+    for r in d["rows"]:
+        if r.get("end_to_end_tiles_per_s"):
+            click.echo(
+                f"end to end ({r['end_to_end']['workers']} reader(s), {r['end_to_end']['n_tiles']} "
+                f"tiles): {r['model']} {r['engine']} {r['precision']} batch {r['batch']}: "
+                f"{r['end_to_end_tiles_per_s']:.3g} tiles/s = "
+                f"{r['end_to_end_ratio']:.3f}x the engine alone"
+            )
     if d["rows"]:
         r = d["rows"][0]
         click.echo(f"WSI/min basis: {r['tiles_per_slide']} tiles ({r['tiles_per_slide_basis']})")
@@ -727,3 +751,95 @@ def _human_distill(d: dict[str, Any]) -> None:
     click.echo(f"  peak memory    {d['peak_memory_mb']:.0f} MB ({d['peak_memory_kind']})")
     if d.get("path"):
         click.echo(f"wrote {d['path']}")
+
+
+@bench.command("read")
+@click.argument("slides", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mpp", type=float, default=0.5, show_default=True, help="Tile µm/px.")
+@click.option("--tile-px", type=click.IntRange(8), default=224, show_default=True)
+@click.option(
+    "--workers",
+    "workers_csv",
+    default="1,2",
+    show_default=True,
+    help="Reader process counts to measure, comma-separated.",
+)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Side-by-side repeats (medians reported).",
+)
+@click.option("--max-tiles", type=click.IntRange(1), default=None, help="First N tiles only.")
+@json_option
+def read_cmd(
+    slides: tuple[Path, ...],
+    mpp: float,
+    tile_px: int,
+    workers_csv: str,
+    batch: int,
+    repeats: int,
+    max_tiles: int | None,
+    as_json: bool,
+) -> None:
+    """The tile reader alone, without a model: tiles/s per worker count against the plain
+    baseline (OpenSlide read_region + PIL resize) and the decode-only limit.
+
+    \b
+      edgepath bench read slide.svs --mpp 0.5 --workers 1,2 --json
+    """
+    from edgepath.bench.read import run_read
+
+    workers = _ints(workers_csv, what="workers")
+    with _Steps(disable=as_json or None) as steps:
+        result = run_read(
+            slides,
+            mpp=mpp,
+            tile_px=tile_px,
+            workers=workers,
+            batch=batch,
+            repeats=repeats,
+            max_tiles=max_tiles,
+            on_step=steps.step,
+        )
+    emit(result, as_json=as_json, human=_human_read)
+
+
+def _human_read(d: dict[str, Any]) -> None:
+    m, st = d["machine"], d["settings"]
+    click.secho(
+        f"{d['date']}  {m['cpu']}, {m['cores']} cores {'/'.join(m['cpu_features'])}; "
+        f"{st['mpp']:g} µm/px, {st['tile_px']} px, batch {st['batch']}, medians of "
+        f"{st['repeats']}",
+        bold=True,
+    )
+    for s in d["slides"]:
+        dl = s["decode_limit"]
+        click.echo(
+            f"{Path(s['slide']).name}: {s['tiles']} tiles from level {s['level']} "
+            f"({'resized' if s['resize'] else 'no resize'}); tissue detection + tiling "
+            f"{s['tissue_s']:.2f} s"
+        )
+        click.echo(
+            f"  baseline (read_region + PIL resize)  {s['baseline']['tiles_per_s']:8.0f} tiles/s"
+        )
+        click.echo(
+            f"  decode limit ({_fmt(dl.get('tiff_tiles'), 'd') if dl.get('tiff_tiles') else '-'} "
+            f"TIFF tiles)        {_fmt(dl['tiles_per_s'], '8.0f')} tiles/s"
+        )
+        for r in s["rows"]:
+            click.echo(
+                f"  {r['workers']} worker(s): {r['tiles_per_s']:8.0f} tiles/s, "
+                f"{r['tiles_per_s_per_worker']:.0f} per worker = "
+                f"{_fmt(r['per_worker_vs_baseline'], '.2f')}x baseline, "
+                f"{_fmt(None if r['per_worker_vs_decode_limit'] is None else 100 * r['per_worker_vs_decode_limit'], '.0f')}% "
+                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker"
+            )
+        split = ", ".join(f"{k} {v:.2f} s" for k, v in s["split_s"].items())
+        click.echo(f"  time split (one process): {split}")
+    rss = d["peak_rss_mb"]
+    click.echo(
+        f"peak RSS: main {_fmt(rss['main'], '.0f')} MB, largest reader {rss['largest_reader']:.0f} MB"
+    )

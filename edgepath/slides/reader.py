@@ -25,6 +25,17 @@ WSI_SUFFIXES = {".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svsl
 #: Glass colour used where a region leaves the slide or is transparent (OpenSlide alpha 0).
 BACKGROUND = (255, 255, 255)
 
+#: TRIDENT reads a tile from the level whose downsample is within 0.1 of the wanted one
+#: (``WSIPatcher._prepare`` calls ``get_best_level_and_custom_downsample(downsample,
+#: tolerance=0.1)``), ``round(footprint / level downsample)`` px of it, then resizes that to the
+#: tile size: no resampling at all when the rounded footprint is the tile size (a 0.499 µm/px
+#: scan read at 0.5). ``Slide.read_batch`` follows both rules.
+TRIDENT_LEVEL_TOLERANCE = 0.1
+
+#: Decoders ``Slide.read_batch`` takes: tifffile + imagecodecs where the file allows, else
+#: OpenSlide (``auto``), or one of them.
+DECODERS = ("auto", "tifffile", "openslide")
+
 
 class _OpenSlideBackend:
     """Every format OpenSlide reads (SVS, NDPI, MRXS, SCN, BIF, DICOM, generic tiled TIFF …)."""
@@ -200,6 +211,8 @@ class Slide:
         self._override = mpp
         self._backend: Any = None
         self._pid: int | None = None
+        self._pyr: Any = None
+        self._pyr_pid: int | None = None
         self._meta: dict[str, Any] | None = None
 
     # -- handle ---------------------------------------------------------------------------------
@@ -229,11 +242,25 @@ class Slide:
         self._m()
         return self
 
+    def _pyramid(self) -> Any:
+        """This process's ``TiffPyramid`` of the slide, or None (OpenSlide reads it)."""
+        if self._pyr_pid != os.getpid():
+            from edgepath.slides.pyramid import open_pyramid
+
+            b = self._handle()
+            ok = isinstance(b, _OpenSlideBackend)
+            self._pyr = open_pyramid(self.path, b.vendor, b.level_dimensions) if ok else None
+            self._pyr_pid = os.getpid()
+        return self._pyr
+
     def close(self) -> None:
-        """Release the decoder handle (metadata stays; the next read reopens)."""
+        """Release the decoder handles (metadata stays; the next read reopens)."""
         if self._backend is not None and self._pid == os.getpid():
             self._backend.close()
+        if self._pyr is not None and self._pyr_pid == os.getpid():
+            self._pyr.close()
         self._backend = None
+        self._pyr, self._pyr_pid = None, None
 
     def __enter__(self) -> Slide:
         return self
@@ -244,6 +271,7 @@ class Slide:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_backend"], state["_pid"] = None, None
+        state["_pyr"], state["_pyr_pid"] = None, None
         return state
 
     def __repr__(self) -> str:
@@ -415,6 +443,119 @@ class Slide:
             i = j
         return out
 
+    def read_plan(self, mpp: float, tile_px: int) -> tuple[int, float, bool]:
+        """Where ``read_batch`` reads tiles at ``mpp``: ``(level, footprint in level px, exact)``.
+
+        The level is one whose downsample is within ``TRIDENT_LEVEL_TOLERANCE`` of the wanted one
+        (TRIDENT's rule), else the coarsest level at least as fine (``best_level_for_mpp``);
+        ``exact`` when the footprint rounds to ``tile_px`` (no resize, as in TRIDENT).
+        """
+        ds = mpp / self.mpp
+        near = [
+            i
+            for i, d in enumerate(self.level_downsamples)
+            if abs(d - ds) <= TRIDENT_LEVEL_TOLERANCE
+        ]
+        level = near[0] if near else self.best_level_for_mpp(mpp)
+        w = tile_px * ds / self.level_downsamples[level]
+        return level, w, round(w) == tile_px
+
+    def read_batch(
+        self,
+        coords: np.ndarray,
+        *,
+        mpp: float,
+        tile_px: int = 224,
+        out: np.ndarray | None = None,
+        decoder: str = "auto",
+        allow_upsample: bool = False,
+        timing: dict[str, float] | None = None,
+    ) -> np.ndarray:
+        """The reader's path to many tiles: like ``read_tiles``, as fast as the file allows.
+
+        Tiled TIFF pyramids (generic TIFF, Aperio SVS) are decoded by tifffile + imagecodecs,
+        each TIFF tile once (``edgepath.slides.pyramid``); the level and the resize follow
+        ``read_plan`` (TRIDENT's rules: a 0.499 µm/px scan read at 0.5 is not resampled), and a
+        resize, where one is needed, is OpenCV's ``INTER_AREA`` (PIL's antialiased bilinear
+        without OpenCV). Other formats, or ``decoder="openslide"``, go through ``read_tiles``.
+
+        Args:
+            coords: (N, 2) level-0 corners.
+            mpp: Target µm/px.
+            tile_px: Tile side.
+            out: Optional (N, tile_px, tile_px, 3) uint8 array to fill.
+            decoder: ``auto``, ``tifffile`` (refused where the file is not such a pyramid) or
+                ``openslide``.
+            allow_upsample: Allow a target finer than the base.
+            timing: Optional dict to which seconds of ``decode``, ``copy`` and ``resize`` are
+                added (OpenSlide's path counts all under ``decode``).
+
+        Raises:
+            SlideReadError: Unreadable tile or unusable target.
+        """
+        import time
+
+        if decoder not in DECODERS:
+            raise SlideReadError(f"decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
+        self.check_mpp(mpp, allow_upsample=allow_upsample)
+        xy = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        if out is None:
+            out = np.empty((len(xy), tile_px, tile_px, 3), dtype=np.uint8)
+        pyr = None if decoder == "openslide" else self._pyramid()
+        t0 = time.perf_counter()
+        if pyr is None:
+            if decoder == "tifffile":
+                raise SlideReadError(
+                    f"{self.path}: not a tiled TIFF pyramid that tifffile reads as OpenSlide "
+                    "does; use decoder 'openslide' or 'auto'"
+                )
+            self.read_tiles(xy, mpp=mpp, tile_px=tile_px, out=out, allow_upsample=allow_upsample)
+            if timing is not None:
+                timing["decode"] = timing.get("decode", 0.0) + time.perf_counter() - t0
+            return out
+        dec0, resize_s = pyr.decode_s, 0.0
+        try:
+            resize_s = self._read_pyramid(pyr, xy, out, mpp=mpp, tile_px=tile_px)
+        except SlideReadError:
+            raise
+        except Exception as exc:
+            raise SlideReadError(
+                f"{self.path}: a TIFF tile does not decode ({type(exc).__name__}: {exc}); the "
+                "file is corrupt or truncated: copy it again from the scanner"
+            ) from None
+        if timing is not None:
+            decode = pyr.decode_s - dec0
+            timing["decode"] = timing.get("decode", 0.0) + decode
+            timing["resize"] = timing.get("resize", 0.0) + resize_s
+            rest = time.perf_counter() - t0 - decode - resize_s
+            timing["copy"] = timing.get("copy", 0.0) + max(rest, 0.0)
+        return out
+
+    def _read_pyramid(
+        self, pyr: Any, xy: np.ndarray, out: np.ndarray, *, mpp: float, tile_px: int
+    ) -> float:
+        """``read_batch`` on a ``TiffPyramid``; returns the seconds spent resizing."""
+        import time
+
+        level, w, exact = self.read_plan(mpp, tile_px)
+        d = self.level_downsamples[level]
+        resize_s = 0.0
+        region = None
+        for k, (x0, y0) in enumerate(xy):
+            (ix, fx), (iy, fy) = level_origin(x0, d), level_origin(y0, d)
+            lx, ly = round(ix / d), round(iy / d)
+            if exact:
+                pyr.read_into(out[k], level, lx, ly)
+                continue
+            size = (math.ceil(fx + w - 1e-9), math.ceil(fy + w - 1e-9))
+            if region is None or region.shape[:2] != (size[1], size[0]):
+                region = np.empty((size[1], size[0], 3), dtype=np.uint8)
+            pyr.read_into(region, level, lx, ly)
+            t = time.perf_counter()
+            resize_tile(region, (fx, fy, fx + w, fy + w), out=out[k])
+            resize_s += time.perf_counter() - t
+        return resize_s
+
     def read_thumbnail(self, mpp: float, *, chunk_px: int = 4096) -> np.ndarray:
         """The whole slide at ``mpp`` (coarser than the base), uint8 HxWx3.
 
@@ -457,6 +598,31 @@ class Slide:
                 )
             ],
         }
+
+
+def resize_tile(
+    region: np.ndarray, box: tuple[float, float, float, float], *, out: np.ndarray
+) -> np.ndarray:
+    """Resize the ``box`` (x0, y0, x1, y1, sub-pixel) of ``region`` into ``out`` (S, S, 3).
+
+    OpenCV's ``INTER_AREA`` (SIMD) on the box rounded to whole pixels, where OpenCV is
+    installed; else PIL's antialiased bilinear on the exact box (``read_tile``'s resize). The
+    two agree within a few grey levels (``tests/slides/test_pyramid.py`` states the bound).
+    """
+    side = out.shape[0]
+    try:
+        import cv2
+    except ImportError:
+        from PIL import Image
+
+        img = Image.fromarray(region).resize((side, side), Image.Resampling.BILINEAR, box=box)
+        out[:] = np.asarray(img)
+        return out
+    h, w = region.shape[:2]
+    x0, y0 = min(max(round(box[0]), 0), w - 1), min(max(round(box[1]), 0), h - 1)
+    x1, y1 = max(min(round(box[2]), w), x0 + 1), max(min(round(box[3]), h), y0 + 1)
+    cv2.resize(region[y0:y1, x0:x1], (side, side), dst=out, interpolation=cv2.INTER_AREA)
+    return out
 
 
 def open_slide(path: str | os.PathLike[str], *, mpp: float | None = None) -> Slide:

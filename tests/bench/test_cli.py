@@ -64,6 +64,9 @@ def test_throughput_rows(throughput_run: tuple[dict, Path]) -> None:
         assert r["wsi_per_min"] == pytest.approx(60 * r["tiles_per_s"] / 1000)
         assert r["ceiling_gflops"] > 0 and r["ceiling_fraction"] > 0
         assert r["achieved_gflops"] == pytest.approx(r["gflops_per_tile"] * r["tiles_per_s"])
+        # float rows: one ceiling for every op class, so the per-op roofline is the same figure
+        assert r["roofline_fraction"] == pytest.approx(r["ceiling_fraction"])
+        assert r["gflops_linear"] + r["gflops_other"] == pytest.approx(r["gflops_per_tile"])
     assert rows[("torch", "fp32")]["speedup_vs_torch_fp32"] == 1.0
     assert d["machine"]["threads"] == 1 and "torch" in d["machine"]["versions"]
     assert (out / "throughput.json").is_file()
@@ -142,6 +145,7 @@ def test_report_from_runs(run_cli, throughput_run: tuple[dict, Path], tmp_path: 
         (["bench", "throughput", "vit-test14", "--engines", "cuda"], "--engines"),
         (["bench", "throughput", "vit-test14", "--batch", "x"], "--batch"),
         (["bench", "throughput", "vit-s14@fast"], "mpp"),
+        (["bench", "throughput", "vit-test14", "--end-to-end"], "--end-to-end needs --slide"),
         (["report", "/nonexistent-run"], "does not exist"),
     ],
 )
@@ -246,3 +250,19 @@ def test_int8_variant_is_the_quantize_stage_ort_model_and_workdir_is_reused(
     again = run_throughput(["vit-test14"], **kw)
     assert again["rows"][0]["quantized_by"] == "ort"
     assert model.stat().st_mtime_ns == stamp  # prepared once, reused
+
+
+def test_end_to_end_per_row(run_cli, tmp_path: Path) -> None:
+    from edgepath.slides import synthesize_slide
+
+    slide = synthesize_slide(tmp_path / "s.tiff", tiles=12, seed=2)
+    code, out, err = run_cli(
+        "bench", "throughput", "vit-test14", "--engines", "onnxruntime", "--precision", "fp32",
+        "--batch", "4", "--threads", "1", "--rounds", "1", "--per-round", "1", "--no-ceiling",
+        "--slide", str(slide), "--end-to-end", "--workers", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    (row,) = json.loads(out)["rows"]
+    e2e = row["end_to_end"]
+    assert e2e["n_tiles"] == row["tiles_per_slide"] and e2e["workers"] == 1
+    assert row["end_to_end_ratio"] == pytest.approx(e2e["tiles_per_s"] / row["tiles_per_s"])

@@ -119,3 +119,23 @@ def test_device_timing_is_bounded_by_min_time_not_by_the_queue() -> None:
     assert sec == pytest.approx(0.002, rel=0.3)
     assert wall < 1.0, wall  # 1 + 3 samples of ~0.05 s, not queue x cost
     assert dev.calls < 200, dev.calls
+
+
+def test_per_op_roofline_puts_each_class_at_its_own_ceiling() -> None:
+    from edgepath.bench.flops import vit_cost
+    from edgepath.bench.throughput import roofline
+
+    cost = vit_cost(student_spec("vit-s14", input=INPUT))
+    # every block Linear: 4 D² per token (qkv 3 D², proj D²) + 8 D² (MLP 4x): 12 D² MACs
+    assert cost.linear_flops == 2 * cost.tokens * 12 * cost.width**2 * cost.depth
+    assert cost.other_flops == cost.flops - cost.linear_flops > 2 * cost.attention_macs - 1
+    int8, fp32 = {"gflops": 200.0}, {"gflops": 100.0}
+    seconds = cost.linear_flops / 200e9 + cost.other_flops / 100e9
+    r = roofline(cost, 10.0, "int8", int8, fp32)
+    assert r["roofline_tiles_per_s"] == pytest.approx(1 / seconds)
+    assert r["roofline_fraction"] == pytest.approx(10.0 * seconds)
+    # the all-INT8 figure ("ceil%") credits attention with the INT8 rate: a lower fraction
+    assert r["roofline_fraction"] > 10.0 * cost.flops / 200e9
+    f = roofline(cost, 10.0, "fp32", fp32, None)  # float: one ceiling for all FLOPs
+    assert f["roofline_fraction"] == pytest.approx(10.0 * cost.flops / 100e9)
+    assert roofline(cost, 10.0, "int8", int8, None)["roofline_fraction"] is None

@@ -166,7 +166,7 @@ def test_errors_release_workers_and_shared_memory(tiny_model, long_slide, tmp_pa
     assert len(slots) == 5 and slots <= {p.name for p in SHM_DIR.iterdir()}
     try:
         r = emb.process(bad)
-        assert r.status == "failed" and "Corrupt JPEG" in r.error
+        assert r.status == "failed" and ("Corrupt JPEG" in r.error or "does not decode" in r.error)
         flaky.fail = True
         r = emb.process(long_slide)
         assert r.status == "failed" and "engine failed" in r.error

@@ -42,7 +42,8 @@ def test_workers_read_what_inline_reads_in_order(sample_slide):
 
     spec = SimpleNamespace(input=SimpleNamespace(mean=PRE.mean, std=PRE.std))
     with open_slide(sample_slide) as s:
-        tiles = np.stack([s.read_tile(x, y, mpp=0.5, tile_px=224) for x, y in coords])
+        # the reader's path (against read_tile: tests/slides/test_pyramid.py)
+        tiles = s.read_batch(coords, mpp=0.5, tile_px=224)
     np.testing.assert_allclose(a, normalize(tiles, spec), atol=1e-5)  # runtime's arithmetic
 
 
@@ -213,3 +214,13 @@ def test_engine_sees_one_batch_shape(spec, sample_slide, tmp_path, workers):
     got = read_features(tmp_path / "feats" / "cmu-1-small-region.h5").features
     assert got.shape == (r.n_tiles, 3)
     np.testing.assert_allclose(got[:10], ref, atol=1e-6)
+
+
+def test_batches_split_at_the_workers_stripes():
+    from edgepath.embed.reader import _runs, _stripes
+
+    coords = np.array([[0, 0], [100, 0], [200, 0], [300, 0], [0, 100], [300, 100]])
+    stripes = _stripes(coords, 2)
+    assert stripes.tolist() == [0, 0, 1, 1, 0, 1]
+    assert _runs(stripes) == [(0, 2, 0), (2, 4, 1), (4, 5, 0), (5, 6, 1)]
+    assert _runs(_stripes(coords, 1)) == [(0, 6, 0)]
