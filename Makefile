@@ -16,11 +16,11 @@ endif
 EXTRAS ?= test,openvino
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
-# The suite runs as one pytest process per area: torch, OpenVINO, ONNX Runtime and OpenSlide all
-# loaded in one long-lived process crashed (SIGSEGV) late in a full run; separate processes keep
-# each area's native libraries apart. Every group runs even if an earlier one fails.
-TEST_GROUPS ?= tests/bench tests/distill tests/embed tests/eval tests/export tests/models tests/quantize \
-	tests/runtime tests/slides tests/test_*.py
+# The whole suite runs in ONE pytest process, as a long-lived `edgepath watch` holds torch,
+# OpenVINO, ONNX Runtime and OpenSlide together. (It once ran one process per area to dodge a
+# SIGSEGV; the cause was OpenVINO's per-Core alternate signal stack, fixed at its root in
+# edgepath/runtime/openvino_engine.py:shared_core.) -X faulthandler: a native crash prints the
+# Python stack of every thread.
 
 .PHONY: install test demo lint format bench gpu-proof gpu-proof-dry-run wheel clean
 
@@ -36,12 +36,7 @@ $(VENV)/.installed-$(EXTRAS): $(BIN)/python pyproject.toml setup.py
 install: $(VENV)/.installed-$(EXTRAS)
 
 test: install
-	@rc=0; for group in $(TEST_GROUPS); do \
-		echo "== pytest $$group"; \
-		$(BIN)/python -m pytest $$group $(PYTEST_ARGS) || rc=$$?; \
-	done; \
-	[ $$rc -eq 0 ] && echo "all test groups passed" || echo "some test group failed (exit $$rc)"; \
-	exit $$rc
+	$(BIN)/python -X faulthandler -m pytest tests $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/edgepath demo -o $(DEMO_OUT)

@@ -261,13 +261,13 @@ def _runner(
         )
         return lambda: sess.run(None, feed)
     if engine == "openvino":
-        import openvino as ov
+        from edgepath.runtime.openvino_engine import shared_core
 
         if precision == "int8":
             model, feed = _onnx_qdq_matmul(m, k, n, rng)
         else:
             model, feed = _onnx_matmul(m, k, n, precision, rng)
-        core = ov.Core()
+        core = shared_core()
         ov_model = core.read_model(model.SerializeToString(), b"")
         config = {
             "INFERENCE_NUM_THREADS": threads,

@@ -118,7 +118,9 @@ def engines_report() -> dict[str, Any]:
         try:
             import openvino as ov
 
-            core = ov.Core()
+            from edgepath.runtime.openvino_engine import shared_core
+
+            core = shared_core()
             devices = {}
             for d in core.available_devices:
                 try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +14,28 @@ from edgepath.models.cards import EncoderSpec
 from edgepath.runtime.base import Engine
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``: created on first use, kept until the process exits.
+
+    Every OpenVINO user in edgepath takes its Core from here, never ``ov.Core()``. Root cause of
+    the SIGSEGV of the single-process test suite (issue #25): OpenVINO's CPU plugin
+    (``SigAltStackSetup`` in ``src/plugins/intel_cpu/src/plugin.cpp``, added for AMX by
+    openvinotoolkit/openvino#11894) gives the thread that loads it, once per Core, a new
+    mmap'ed alternate signal stack. Releasing a Core restores the previous stack only if the
+    Core's own is still current, and unmaps its own either way. Two Cores released first in,
+    first out (or one released on another thread) therefore leave the thread's alternate signal
+    stack pointing at unmapped memory. The next signal whose handler runs with ``SA_ONSTACK``
+    (every Python-level handler: torch DataLoader's SIGCHLD handler, faulthandler) cannot be
+    delivered, and the kernel kills the process with SIGSEGV (``si_code`` SI_KERNEL), e.g. in
+    ``waitpid`` as a child exits. One Core for the life of the process means one plugin and one
+    stack, never unmapped while the process runs (``tests/runtime/test_openvino_core.py``).
+    """
+    import openvino as ov
+
+    return ov.Core()
 
 
 class OpenVINOEngine(Engine):
@@ -49,7 +73,7 @@ class OpenVINOEngine(Engine):
                 f"{path.with_suffix('.bin')}: IR weights missing beside {path.name}"
             )
         device = (device or "CPU").upper()
-        core = ov.Core()
+        core = shared_core()  # never ov.Core(): see shared_core for the crash one per engine caused
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
