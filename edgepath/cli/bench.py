@@ -770,7 +770,7 @@ def _human_distill(d: dict[str, Any]) -> None:
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="Side-by-side repeats (medians reported).",
+    help="Side-by-side repeats (medians reported; the decode limit is its fastest repeat).",
 )
 @click.option("--max-tiles", type=click.IntRange(1), default=None, help="First N tiles only.")
 @json_option
@@ -785,7 +785,8 @@ def read_cmd(
     as_json: bool,
 ) -> None:
     """The tile reader alone, without a model: tiles/s per worker count against the plain
-    baseline (OpenSlide read_region + PIL resize) and the decode-only limit.
+    baseline (OpenSlide read_region + PIL resize) and the decode-only limit (the slide's JPEG
+    tiles under the tiles, each decoded once, nothing else; its fastest repeat).
 
     \b
       edgepath bench read slide.svs --mpp 0.5 --workers 1,2 --json

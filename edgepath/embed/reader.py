@@ -353,10 +353,11 @@ class TileReader:
         self._stop_workers(graceful=False)
         self._start()
 
-    def _send(self, load: list[int], task: tuple[Any, ...], prefer: int = 0) -> None:
-        """Give ``task`` to worker ``prefer`` unless it has ``prefetch`` batches in flight, else
-        to the worker with the fewest."""
-        w = prefer if load[prefer] < self.prefetch else min(range(len(load)), key=load.__getitem__)
+    def _send(self, load: list[int], task: tuple[Any, ...], w: int = 0) -> None:
+        """Give ``task`` to worker ``w``, always: the worker of the task's tiles (``_stripes``).
+        Handing a part to another worker when its own was busy made both decode the same TIFF
+        tiles (55 % more decoding in all with 2 workers). Worker queues are first in, first
+        out, so the part the main process waits for is never behind a later one."""
         try:
             self._conns[w].send(task)
         except OSError:  # BrokenPipeError: that worker is gone
@@ -543,17 +544,29 @@ class TileReader:
 
 
 def _stripes(coords: np.ndarray, workers: int) -> np.ndarray:
-    """Each tile's worker: the vertical stripe of the slide it lies in.
+    """Each tile's worker: every row of the grid split left to right into ``workers`` runs of
+    (nearly) equal tile count.
 
-    A worker keeps the TIFF tiles it decoded for the grid rows below; with a stripe of its own,
-    a TIFF tile shared by two grid rows (or two neighbouring tiles) is decoded by one worker,
-    once, where handing out whole batches in turn decoded 71 % more tiles in all.
+    A worker keeps the TIFF tiles it decoded for the grid rows below, so a worker that stays on
+    its part of each row decodes a TIFF tile shared by neighbouring tiles (and by the next grid
+    row) once. Equal counts per row keep every worker busy on the rows being read, whatever
+    the shape of the tissue. Measured on the full-size synthetic slide with 2 workers: 4,896
+    TIFF tiles decoded (2,453 + 2,443) against 4,764 for one worker; fixed-width stripes with
+    overflow to the least-loaded worker decoded 7,400.
     """
-    if not len(coords):
-        return np.zeros(0, dtype=np.int64)
-    x = coords[:, 0].astype(np.float64)
-    width = (float(x.max()) + 1.0) / workers
-    return np.minimum((x / width).astype(np.int64), workers - 1)
+    n = len(coords)
+    if not n or workers <= 1:
+        return np.zeros(n, dtype=np.int64)
+    y = coords[:, 1]
+    order = np.lexsort((coords[:, 0], y))  # row-major
+    ys = y[order]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    row = np.repeat(np.arange(len(starts)), counts)
+    rank = np.arange(n) - starts[row]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = rank * workers // counts[row]
+    return out
 
 
 def _runs(stripes: np.ndarray) -> list[tuple[int, int, int]]:

@@ -224,3 +224,21 @@ def test_batches_split_at_the_workers_stripes():
     assert stripes.tolist() == [0, 0, 1, 1, 0, 1]
     assert _runs(stripes) == [(0, 2, 0), (2, 4, 1), (4, 5, 0), (5, 6, 1)]
     assert _runs(_stripes(coords, 1)) == [(0, 6, 0)]
+
+
+def test_every_row_is_shared_equally_whatever_the_tissue():
+    from edgepath.embed.reader import _stripes
+
+    # tissue on the left of the upper rows and on the right of the lower ones: fixed-width
+    # stripes would leave one worker idle on each half of the slide
+    rows = [(y, range(0, 10) if y < 5 else range(40, 46)) for y in range(10)]
+    coords = np.array([[x * 224, y * 224] for y, xs in rows for x in xs])
+    st = _stripes(coords, 3)
+    for y in range(10):
+        mine = st[coords[:, 1] == y * 224]
+        counts = np.bincount(mine, minlength=3)
+        assert counts.max() - counts.min() <= 1, (y, counts)
+        assert (np.diff(mine) >= 0).all()  # left to right: each worker one contiguous run
+    # rows in any order: the split follows x within each row, not the list order
+    shuffled = np.random.default_rng(0).permutation(len(coords))
+    np.testing.assert_array_equal(_stripes(coords[shuffled], 3), st[shuffled])
