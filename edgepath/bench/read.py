@@ -13,10 +13,8 @@ side so that load from other processes hits all alike:
   over all tiles, timed from the first batch asked for to the last one handed over.
 
 A separate in-process pass of the same reader gives the time split (decode, copy, resize).
-Figures are medians over the repeats, except the decode limit, which is its fastest repeat: the
-same decoding in one process on the same bytes took 1.30 s or 1.63 s from one call to the next
-on a 2-core AMD EPYC VM (user time alike, no page faults or context switches), and a limit is
-the best the decoder did. Every value is kept.
+Figures are medians over the repeats, except the decode limit, which is its fastest repeat (a
+limit is the best the decoder did). Every value is kept.
 """
 
 from __future__ import annotations
@@ -62,7 +60,7 @@ def decode_limit(path: Path, coords: np.ndarray, *, mpp: float, tile_px: int) ->
     import os
 
     from edgepath.slides import open_slide
-    from edgepath.slides.pyramid import decoder
+    from edgepath.slides.pyramid import decode_buffer, decoder
 
     with open_slide(path) as s:
         pyr = s._pyramid()
@@ -82,9 +80,9 @@ def decode_limit(path: Path, coords: np.ndarray, *, mpp: float, tile_px: int) ->
         finally:
             os.close(fd)
         dec = decoder(page)
-        # one output buffer, reused: fresh arrays of a tile's size are mmap'ed or not depending
-        # on malloc's state, and their page faults moved this limit by 25 % between runs
-        buf = np.empty((page.tilelength, page.tilewidth, 3), dtype=np.uint8)
+        # one output buffer, reused, placed where libjpeg-turbo decodes fastest (decode_buffer:
+        # a buffer on a 32-byte boundary made this limit 25 % slower from one call to the next)
+        buf = decode_buffer((page.tilelength, page.tilewidth, 3))
         t0 = time.perf_counter()
         for k, b in zip(keys, data, strict=True):
             if b:

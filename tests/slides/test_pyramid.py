@@ -112,3 +112,30 @@ def test_plain_images_fall_back_and_tifffile_is_refused(tmp_path):
             s.read_batch(np.array([[0, 0]]), mpp=0.5, tile_px=64, decoder="tifffile")
         with pytest.raises(SlideReadError, match="decoder 'x'"):
             s.read_batch(np.array([[0, 0]]), mpp=0.5, decoder="x")
+
+
+def test_tiles_decode_into_buffers_off_32_byte_boundaries(synthetic):
+    from edgepath.slides import open_slide
+    from edgepath.slides.pyramid import decode_buffer, decoder
+
+    for shape in [(256, 256, 3), (3,), (7, 5, 3)]:
+        b = decode_buffer(shape)
+        assert b.shape == shape and b.dtype == np.uint8 and b.flags.c_contiguous
+        assert b.ctypes.data % 64 == 16
+    with open_slide(synthetic) as s:
+        pyr = s._pyramid()
+        page = pyr._pages[0]
+        dec = decoder(page)
+        k = int(np.flatnonzero(np.asarray(page.databytecounts) > 0)[0])
+        with open(synthetic, "rb") as f:
+            f.seek(int(page.dataoffsets[k]))
+            data = f.read(int(page.databytecounts[k]))
+        raw = np.empty(256 * 256 * 3 + 64, dtype=np.uint8)
+        start = (-raw.ctypes.data) % 32
+        on_boundary = raw[start : start + 256 * 256 * 3].reshape(256, 256, 3)
+        got = dec(data, k, on_boundary)  # refused: the decoder takes a buffer of its own
+        assert got.ctypes.data % 32 != 0 and got is not on_boundary
+        spare = decode_buffer((256, 256, 3))
+        assert dec(data, k, spare) is spare  # a spare from decode_buffer is decoded into
+        np.testing.assert_array_equal(spare, got)
+        np.testing.assert_array_equal(got, pyr.tile(0, k))
