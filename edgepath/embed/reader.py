@@ -222,6 +222,9 @@ def _worker(conn: Any, shm_names: list[str], shape: tuple[int, ...], pre: Prepro
     scratch = None if pre.uint8 else np.empty((shape[0], *pre.shape[1:], 3), dtype=np.uint8)
     handles = _Handles()
     import edgepath.slides  # noqa: F401  (import cost paid before the first batch)
+    from edgepath.slides.pyramid import preload_decoders
+
+    preload_decoders()
 
     try:
         conn.send(("ready", os.getpid(), 0, None))
@@ -292,6 +295,9 @@ class TileReader:
                 s = shared_memory.SharedMemory(name=_shm_name(), create=True, size=nbytes)
                 self._shms.append(s)
                 self._bufs.append(np.ndarray(self.shape, dtype=pre.dtype, buffer=s.buf))
+                # allocate the slot's pages now (tmpfs allocates and zeroes a page on its first
+                # write): the workers' first batches then only map them
+                self._bufs[-1].fill(0)
             self._start()
         except BaseException:  # workers that cannot start: free the slots now, not at exit
             self.close()

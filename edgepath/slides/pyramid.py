@@ -135,6 +135,44 @@ class TiffPyramid:
                 else:
                     dst[:] = t[sy0 - ty * th : sy1 - ty * th, sx0 - tx * tw : sx1 - tx * tw]
 
+    def read_tiles(self, out: np.ndarray, level: int, xs: np.ndarray, ys: np.ndarray) -> None:
+        """``read_into(out[k], level, xs[k], ys[k])`` for every k, with the per-tile Python work
+        cut to the copies (a tile no larger than a TIFF tile has at most 2 x 2 parts): on the
+        full-size synthetic slide ``read_into`` spent 0.18-0.20 s on 5,941 tiles (20,621
+        parts) where the copies alone take 0.11 s."""
+        page = self._pages[level]
+        n, h, w = out.shape[:3]
+        W, H = page.imagewidth, page.imagelength
+        tw, th = page.tilewidth, page.tilelength
+        if h > th or w > tw:  # more than 2 x 2 parts: the general path
+            for k in range(n):
+                self.read_into(out[k], level, int(xs[k]), int(ys[k]))
+            return
+        across = -(-W // tw)
+        glass = np.full((th, tw, 3), _GLASS, dtype=np.uint8)
+
+        def tile(index: int) -> np.ndarray:
+            t = self.tile(level, index)
+            return glass if t is None else t
+
+        for o, x, y in zip(out, np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True):
+            if x < 0 or y < 0 or x + w > W or y + h > H:  # glass at the edge: the general path
+                self.read_into(o, level, x, y)
+                continue
+            ty, oy = divmod(y, th)
+            tx, ox = divmod(x, tw)
+            i = ty * across + tx
+            hy, wx = min(th - oy, h), min(tw - ox, w)  # rows, columns in the top-left part
+            a = tile(i)
+            o[:hy, :wx] = a[oy : oy + hy, ox : ox + wx]
+            if wx < w:
+                o[:hy, wx:] = tile(i + 1)[oy : oy + hy, : w - wx]
+            if hy < h:
+                b = tile(i + across)
+                o[hy:, :wx] = b[: h - hy, ox : ox + wx]
+                if wx < w:
+                    o[hy:, wx:] = tile(i + across + 1)[: h - hy, : w - wx]
+
     def covering(self, level: int, boxes: np.ndarray) -> np.ndarray:
         """Row-major indices of the tiles of ``level`` under ``boxes`` ((N, 4) x0, y0, x1, y1 in
         level pixels, end exclusive), each once."""
@@ -157,6 +195,23 @@ class TiffPyramid:
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._tf.close()
+
+
+def preload_decoders() -> list[str]:
+    """Import the libraries that open and decode slides (OpenSlide, tifffile, imagecodecs) now,
+    not on the first tile: a reader process that imported them on its first batch handed that
+    batch over ~0.07 s late (0.078 s against 0.009 s per later batch, full-size synthetic
+    slide). Returns the names imported; a missing one is left to fail where it is needed."""
+    import importlib
+
+    done = []
+    for name in ("openslide", "tifffile", "imagecodecs", "imagecodecs._jpeg8"):
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except ImportError:  # reported by the reader that needs it, with the fix
+            pass
+    return done
 
 
 def decode_buffer(shape: tuple[int, ...]) -> np.ndarray:

@@ -540,13 +540,14 @@ class Slide:
         level, w, exact = self.read_plan(mpp, tile_px)
         d = self.level_downsamples[level]
         resize_s = 0.0
+        if exact:  # level_origin's whole pixel, on all tiles at once
+            lxy = np.round(np.floor(np.floor(xy / d + 1e-9) * d + 1e-9) / d).astype(np.int64)
+            pyr.read_tiles(out[: len(xy)], level, lxy[:, 0], lxy[:, 1])
+            return resize_s
         region = None
         for k, (x0, y0) in enumerate(xy):
             (ix, fx), (iy, fy) = level_origin(x0, d), level_origin(y0, d)
             lx, ly = round(ix / d), round(iy / d)
-            if exact:
-                pyr.read_into(out[k], level, lx, ly)
-                continue
             size = (math.ceil(fx + w - 1e-9), math.ceil(fy + w - 1e-9))
             if region is None or region.shape[:2] != (size[1], size[0]):
                 region = np.empty((size[1], size[0], 3), dtype=np.uint8)
