@@ -143,6 +143,15 @@ class Summary:
         }
 
 
+def _submit(engine: Any, x: np.ndarray, *, tiles: bool) -> Any:
+    """``engine.submit`` (``edgepath.runtime.Engine``); an engine object without it (a library
+    user's own, duck-typed on ``__call__`` / ``embed_tiles``) is called now."""
+    if getattr(type(engine), "submit", None) is None:
+        y = engine.embed_tiles(x) if tiles else engine(x)
+        return lambda: y
+    return engine.submit(x, tiles=tiles)
+
+
 class Reporter(Protocol):
     """Progress callbacks (the CLI draws rich bars; the library logs)."""
 
@@ -199,7 +208,9 @@ class Embedder:
     """Embeds slides one by one into ``out_dir`` with one engine and a pool of reader workers.
 
     Args:
-        engine: An ``edgepath.runtime.Engine`` (``__call__`` on normalised NCHW float32).
+        engine: An ``edgepath.runtime.Engine``: ``submit`` with one batch in flight (torch on
+            CUDA runs a batch while the next one is read and copied), or any object with
+            ``__call__`` on normalised NCHW float32 (and ``embed_tiles`` for uint8 input).
         model: The model's identity (id, weights hash, engine, precision).
         out_dir: Folder of the feature files.
         batch: Tiles per engine call.
@@ -421,13 +432,19 @@ class Embedder:
         batches = self.reader.batches(
             slide, coords, slide_mpp=tiling.slide_mpp, should_stop=lambda: self._stop, full=True
         )
+        # One batch in flight: an asynchronous engine (torch on CUDA) runs batch i while the
+        # reader hands over batch i+1 and the engine copies it to the device; the others have
+        # finished when submit returns. submit copies x out, so the reader may reuse its slot.
+        pending: tuple[int, int, Any] | None = None
         try:
             for start, x in batches:
                 k = min(len(x), len(coords) - start)
-                y = self.engine.embed_tiles(x) if self.pre.uint8 else self.engine(x)
-                feats[start : start + k] = y[:k]
-                n += k
-                self.reporter.tiles_done(k)
+                fetch = _submit(self.engine, x, tiles=self.pre.uint8)
+                if pending is not None:
+                    n += self._collect(feats, *pending)
+                pending = (start, k, fetch)
+            if pending is not None:
+                n += self._collect(feats, *pending)
         finally:
             # Closed here, not when garbage-collected: an engine error left the generator
             # suspended with batches in flight, and while anything kept the traceback (a log
@@ -450,6 +467,12 @@ class Embedder:
                 out, feats, coords, grid, slide_info, tiling=tiling, key=key, fp=fp, name=slide.stem
             )
         return len(coords)
+
+    def _collect(self, feats: np.ndarray, start: int, k: int, fetch: Any) -> int:
+        """Put a submitted batch's first ``k`` embeddings at ``start``; returns ``k``."""
+        feats[start : start + k] = fetch()[:k]
+        self.reporter.tiles_done(k)
+        return k
 
     def _write(
         self,

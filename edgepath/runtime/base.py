@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -94,27 +95,48 @@ class Engine:
         Returns:
             float32 (N, embedding.dim).
         """
-        x = np.asarray(x)
-        self._check_shape(x.shape, "nchw")
-        if self.input_format == "nhwc-uint8":
-            batch = denormalize(x, self.spec)
-        else:
-            batch = np.ascontiguousarray(x, dtype=np.float32)
-        return self._finish(self._run(batch), len(x))
+        batch, n = self._prepare(x, tiles=False)
+        return self._finish(self._run(batch), n)
 
     def embed_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """Embed uint8 RGB tiles (N, H, W, 3): preprocessing per the spec, then the model."""
-        t = np.asarray(tiles)
+        batch, n = self._prepare(tiles, tiles=True)
+        return self._finish(self._run(batch), n)
+
+    def submit(self, x: np.ndarray, *, tiles: bool = False) -> Callable[[], np.ndarray]:
+        """Start embedding a batch; returns a function that gives its embeddings.
+
+        ``x`` is normalised float32 NCHW (``__call__``'s input), or uint8 NHWC tiles with
+        ``tiles`` (``embed_tiles``'). ``x`` may be reused as soon as this returns. Engines that
+        run asynchronously (torch on CUDA) return before the device has finished, so that the
+        caller can prepare the next batch, and the copy of the next batch to the device, while
+        this one runs; by default the batch is embedded before this returns.
+        """
+        batch, n = self._prepare(x, tiles=tiles)
+        fetch = self._launch(batch)
+        return lambda: self._finish(fetch(), n)
+
+    def _launch(self, batch: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start ``_run(batch)``; an asynchronous engine returns before it has finished."""
+        out = self._run(batch)
+        return lambda: out
+
+    def _prepare(self, x: np.ndarray, *, tiles: bool) -> tuple[np.ndarray, int]:
+        """The batch in the graph's input format (``input_format``), and its number of tiles."""
+        t = np.asarray(x)
+        if not tiles:
+            self._check_shape(t.shape, "nchw")
+            if self.input_format == "nhwc-uint8":
+                return denormalize(t, self.spec), len(t)
+            return np.ascontiguousarray(t, dtype=np.float32), len(t)
         if t.ndim == 3:
             t = t[None]
         if t.dtype != np.uint8:
             raise ConfigError(f"embed_tiles takes uint8 RGB tiles, got dtype {t.dtype}")
         self._check_shape(t.shape, "nhwc")
         if self.input_format == "nhwc-uint8":
-            batch = np.ascontiguousarray(t)
-        else:
-            batch = normalize(t, self.spec)
-        return self._finish(self._run(batch), len(t))
+            return np.ascontiguousarray(t), len(t)
+        return normalize(t, self.spec), len(t)
 
     def _finish(self, out: np.ndarray, n: int) -> np.ndarray:
         out = np.asarray(out, dtype=np.float32)

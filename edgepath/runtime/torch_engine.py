@@ -98,8 +98,55 @@ def cuda_info(device: str) -> dict[str, Any]:
     }
 
 
+class _CudaFeed:
+    """Host-to-device copies of the torch engine on CUDA: pinned buffers and a copy stream.
+
+    A batch is copied (on the CPU) into one of two page-locked host buffers, and from there to
+    the GPU on a stream of its own, without waiting: the model then waits for that copy on the
+    GPU, not the CPU. So, with ``Engine.submit``, the next batch's copy runs while the current
+    batch's model runs. From pageable memory (what ``tensor.to("cuda")`` of a numpy batch
+    does), CUDA copies through a staging buffer of its own and the CPU waits for the copy.
+    """
+
+    def __init__(self, device: str, slots: int = 2) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(self.device)
+        self._host: list[Any] = [None] * slots
+        self._copied: list[Any] = [None] * slots  # events: the copy out of that buffer is done
+        self._next = 0
+
+    def put(self, batch: np.ndarray) -> Any:
+        """``batch`` on the GPU, for use on the current stream (``batch`` is free on return)."""
+        import torch
+
+        i, self._next = self._next, (self._next + 1) % len(self._host)
+        buf = self._host[i]
+        if buf is None or tuple(buf.shape) != batch.shape or buf.numpy().dtype != batch.dtype:
+            buf = self._host[i] = torch.from_numpy(np.empty_like(batch)).pin_memory()
+        elif self._copied[i] is not None:
+            self._copied[i].synchronize()  # its previous batch has left for the GPU
+        buf.numpy()[...] = batch
+        with torch.cuda.stream(self.stream):
+            x = buf.to(self.device, non_blocking=True)
+            self._copied[i] = torch.cuda.Event()
+            self._copied[i].record(self.stream)
+        compute = torch.cuda.current_stream(self.device)
+        compute.wait_event(self._copied[i])
+        x.record_stream(compute)  # made on the copy stream, used on this one
+        return x
+
+
 class TorchEngine(Engine):
     """A torch ``Encoder`` behind the ``Engine`` interface.
+
+    On CUDA the engine takes uint8 NHWC tiles by default (``input_format`` ``nhwc-uint8``):
+    they go to the GPU as they are, a quarter of float32's bytes, through pinned memory and a
+    copy stream (``_CudaFeed``), and are normalised there with the card's mean and std
+    (``edgepath.models.preprocess.standardize``, the same float32 operations as the CPU's).
+    ``submit`` returns before the GPU has finished, so ``edgepath embed`` copies batch i+1 while
+    batch i runs.
 
     Args:
         encoder: The encoder (put in eval mode, moved to ``device``).
@@ -108,6 +155,9 @@ class TorchEngine(Engine):
         device: ``cpu``, ``cuda`` / ``cuda:N`` or ``auto`` (default: ``cpu``).
         compile: Run the encoder through ``torch.compile`` (compiled on the first batch of each
             shape, so give the benchmark a warm-up batch).
+        input_format: ``nhwc-uint8`` (normalised in the engine) or ``nchw-float32``; default:
+            ``nhwc-uint8`` on CUDA, ``nchw-float32`` on the CPU (where the reader processes
+            normalise in parallel).
     """
 
     name = "torch"
@@ -120,6 +170,7 @@ class TorchEngine(Engine):
         threads: int | None = None,
         device: str | None = None,
         compile: bool = False,
+        input_format: str | None = None,
     ) -> None:
         import torch
 
@@ -127,17 +178,21 @@ class TorchEngine(Engine):
         self.check_precision(precision, device)
         if threads:
             torch.set_num_threads(int(threads))
-        super().__init__(encoder.spec, precision=precision, device=device)
+        cuda = device.startswith("cuda")
+        fmt = input_format or ("nhwc-uint8" if cuda else "nchw-float32")
+        super().__init__(encoder.spec, precision=precision, input_format=fmt, device=device)
         self.encoder = encoder.eval().to(device)
         self._fn = torch.compile(self.encoder) if compile else self.encoder
         self._dtype = getattr(torch, _DTYPES[precision])
+        self._feed = _CudaFeed(device) if cuda else None
         self.info = {
             "version": torch.__version__,
             "threads": torch.get_num_threads(),
             "compiled": bool(compile),
         }
-        if device.startswith("cuda"):
+        if cuda:
             self.info.update(cuda_info(device))
+            self.info["host_to_device"] = "pinned memory, copy stream, 2 buffers"
         else:  # CPU activations live in glibc's heap: see keep_freed_memory
             self.info["malloc"] = keep_freed_memory()
 
@@ -155,10 +210,34 @@ class TorchEngine(Engine):
                 f"{device}, or --device cuda on a machine with an NVIDIA GPU"
             )
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _prepare(self, x: np.ndarray, *, tiles: bool) -> tuple[np.ndarray, int]:
+        if tiles or self.input_format != "nhwc-uint8":
+            return super()._prepare(x, tiles=tiles)
+        # normalised float32 NCHW goes to the model as it is (no round trip through uint8)
+        t = np.asarray(x)
+        self._check_shape(t.shape, "nchw")
+        return np.ascontiguousarray(t, dtype=np.float32), len(t)
+
+    def _input(self, batch: np.ndarray) -> Any:
+        """The model's normalised float32 NCHW input, on the device: ``batch`` is that already,
+        or uint8 NHWC tiles, normalised here."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        from edgepath.models.preprocess import standardize
+
+        if self._feed is not None:
+            x = self._feed.put(np.ascontiguousarray(batch))
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(batch))
+        if batch.dtype != np.uint8:
+            return x
+        # as edgepath.models.preprocess.normalize: float32 / 255, then (x - mean) / std
+        x = x.permute(0, 3, 1, 2).contiguous().float() / 255.0
+        return standardize(x, self.spec.input.mean, self.spec.input.std)
+
+    def _launch(self, batch: np.ndarray) -> Any:
+        import torch
+
         with (
             torch.inference_mode(),
             torch.autocast(
@@ -167,9 +246,24 @@ class TorchEngine(Engine):
                 enabled=self.precision != "fp32",
             ),
         ):
-            y = self._fn(x)
-        return y.float().cpu().numpy()
+            y = self._fn(self._input(batch))
+        if self._feed is None:
+            out = y.float().numpy()
+            return lambda: out
+        host = y.float().to("cpu", non_blocking=True)  # into pinned memory, when it is done
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self._feed.device))
+
+        def fetch() -> np.ndarray:
+            done.synchronize()
+            return host.numpy()
+
+        return fetch
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._launch(batch)()
 
     def close(self) -> None:
         self.encoder = None  # type: ignore[assignment]
         self._fn = None
+        self._feed = None

@@ -242,3 +242,35 @@ def test_every_row_is_shared_equally_whatever_the_tissue():
     # rows in any order: the split follows x within each row, not the list order
     shuffled = np.random.default_rng(0).permutation(len(coords))
     np.testing.assert_array_equal(_stripes(coords[shuffled], 3), st[shuffled])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_one_batch_in_flight_with_an_asynchronous_engine(spec, sample_slide, tmp_path, workers):
+    """An engine with ``submit`` (torch on CUDA) is handed batch i+1 before batch i's result is
+    asked for, and the features are those of the synchronous engine, in order."""
+    from edgepath.embed.features import read_features
+
+    log = []
+
+    class Async(_Engine):
+        def submit(self, x, *, tiles=False):
+            i = sum(e[0] == "submit" for e in log)
+            log.append(("submit", i))
+            kept = x.copy()  # submit's contract: the reader may reuse x's slot on return
+
+            def fetch():
+                log.append(("fetch", i))
+                return kept.mean(axis=(2, 3))
+
+            return fetch
+
+    outs = {}
+    for name, engine in (("sync", _Engine(spec)), ("async", Async(spec))):
+        with Embedder(engine, INFO, tmp_path / name, batch=4, workers=workers) as emb:
+            r = emb.process(sample_slide)
+        assert r.status == "done"
+        outs[name] = read_features(tmp_path / name / "cmu-1-small-region.h5").features
+    np.testing.assert_array_equal(outs["async"], outs["sync"])
+    n = -(-r.n_tiles // 4)
+    assert log[:3] == [("submit", 0), ("submit", 1), ("fetch", 0)]
+    assert log[-2:] == [("fetch", n - 2), ("fetch", n - 1)] and len(log) == 2 * n

@@ -110,3 +110,23 @@ def test_tensorrt_refused_cleanly_without_gpu(student_artifact) -> None:
         pytest.skip("TensorRT is usable here")
     with pytest.raises(EdgepathError):
         open_engine(student_artifact, engine="tensorrt")
+
+
+def test_torch_engine_normalises_uint8_tiles_as_the_runtime_does(tiny_encoder, tiles) -> None:
+    """The torch engine's uint8 input (its default on CUDA, where tiles go to the GPU as uint8
+    and are normalised there) gives the float32 path's embeddings bit for bit: the same float32
+    operations as ``normalize``. ``submit`` gives what the call gives."""
+    import copy
+
+    from edgepath.runtime.torch_engine import TorchEngine
+
+    f32 = TorchEngine(copy.deepcopy(tiny_encoder))
+    u8 = TorchEngine(copy.deepcopy(tiny_encoder), input_format="nhwc-uint8")
+    assert f32.input_format == "nchw-float32" and u8.input_format == "nhwc-uint8"
+    ref = f32.embed_tiles(tiles)
+    np.testing.assert_array_equal(u8.embed_tiles(tiles), ref)
+    np.testing.assert_array_equal(u8(normalize(tiles, tiny_encoder.spec)), ref)  # float as is
+    fetches = [u8.submit(tiles[:3], tiles=True), f32.submit(normalize(tiles[3:], f32.spec))]
+    np.testing.assert_array_equal(np.concatenate([f() for f in fetches]), ref)
+    with pytest.raises(ConfigError, match="uint8"):
+        u8.submit(tiles.astype(np.float32), tiles=True)

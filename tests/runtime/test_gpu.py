@@ -32,6 +32,32 @@ def test_cuda_precisions_match_cpu_fp32(tiny_encoder, tiles) -> None:
         assert d["device_name"] and d["cuda"] and d["compute_capability"]
 
 
+def test_cuda_takes_uint8_through_pinned_memory_one_batch_ahead(tiny_encoder, tiles) -> None:
+    """On CUDA the torch engine takes uint8 tiles (normalised on the GPU), copies them through
+    pinned buffers on a copy stream, and ``submit`` returns before the GPU has finished: three
+    batches submitted before any result is read give the CPU's embeddings, in order, even with
+    the host batch overwritten right after each submit."""
+    import copy
+
+    from edgepath.runtime.torch_engine import TorchEngine
+
+    ref = TorchEngine(copy.deepcopy(tiny_encoder)).embed_tiles(tiles)
+    eng = TorchEngine(copy.deepcopy(tiny_encoder), device="cuda")
+    d = eng.describe()
+    assert d["input_format"] == "nhwc-uint8" and d["host_to_device"].startswith("pinned")
+    assert eng._feed._host == [None, None]
+    batch = np.empty((2, *tiles.shape[1:]), np.uint8)
+    fetches = []
+    for i in range(3):
+        batch[:] = tiles[2 * i : 2 * i + 2]
+        fetches.append(eng.submit(batch, tiles=True))
+        batch[:] = 0  # what a reader slot does next: the engine has its own copy
+    out = np.concatenate([f() for f in fetches])
+    assert all(b is not None and b.is_pinned() for b in eng._feed._host)
+    assert _cos(out, ref).min() > 0.99999
+    assert _cos(eng.embed_tiles(tiles), ref).min() > 0.99999
+
+
 def test_compiled_engine_matches_eager(tiny_encoder, tiles) -> None:
     import copy
 
