@@ -17,6 +17,7 @@ It serves only files whose pyramid tifffile and OpenSlide see alike (same levels
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -149,11 +150,10 @@ class TiffPyramid:
                 self.read_into(out[k], level, int(xs[k]), int(ys[k]))
             return
         across = -(-W // tw)
-        glass = np.full((th, tw, 3), _GLASS, dtype=np.uint8)
 
         def tile(index: int) -> np.ndarray:
             t = self.tile(level, index)
-            return glass if t is None else t
+            return _glass_tile(th, tw) if t is None else t
 
         for o, x, y in zip(out, np.asarray(xs).tolist(), np.asarray(ys).tolist(), strict=True):
             if x < 0 or y < 0 or x + w > W or y + h > H:  # glass at the edge: the general path
@@ -195,6 +195,14 @@ class TiffPyramid:
         with contextlib.suppress(OSError):
             os.close(self._fd)
         self._tf.close()
+
+
+@functools.cache
+def _glass_tile(th: int, tw: int) -> np.ndarray:
+    """A read-only TIFF tile of glass, for the tiles a file leaves out."""
+    t = np.full((th, tw, 3), _GLASS, dtype=np.uint8)
+    t.flags.writeable = False
+    return t
 
 
 def preload_decoders() -> list[str]:
