@@ -176,6 +176,13 @@ def level_origin(x0: float, d: float) -> tuple[int, float]:
     return X, max(x0 - X, 0.0) / d
 
 
+def level_pixels(xy: np.ndarray, d: float) -> np.ndarray:
+    """``round(level_origin(x0, d)[0] / d)`` for every coordinate of ``xy`` at once: the whole
+    level pixel each level-0 coordinate is read from (int64, the shape of ``xy``)."""
+    X = np.floor(np.floor(np.asarray(xy, dtype=np.float64) / d + 1e-9) * d + 1e-9)
+    return np.round(X / d).astype(np.int64)
+
+
 def _open_backend(path: Path):
     if not path.exists():
         raise SlideReadError(f"{path}: no such file; check the path")
@@ -540,8 +547,8 @@ class Slide:
         level, w, exact = self.read_plan(mpp, tile_px)
         d = self.level_downsamples[level]
         resize_s = 0.0
-        if exact:  # level_origin's whole pixel, on all tiles at once
-            lxy = np.round(np.floor(np.floor(xy / d + 1e-9) * d + 1e-9) / d).astype(np.int64)
+        if exact:
+            lxy = level_pixels(xy, d)
             pyr.read_tiles(out[: len(xy)], level, lxy[:, 0], lxy[:, 1])
             return resize_s
         region = None

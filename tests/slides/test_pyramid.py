@@ -187,3 +187,12 @@ def test_preload_decoders_imports_them_before_the_first_tile():
     from edgepath.embed import reader
 
     assert "preload_decoders()" in inspect.getsource(reader._worker)
+
+
+@pytest.mark.parametrize("d", [1.0, 2.0, 4.000513, 3.9998])
+def test_level_pixels_is_level_origin_for_arrays(d):
+    from edgepath.slides.reader import level_origin, level_pixels
+
+    xy = np.r_[np.random.default_rng(0).random(2000) * 1e5, 0.0, 224.449 * np.arange(1, 50)]
+    want = [round(level_origin(float(v), d)[0] / d) for v in xy]
+    assert level_pixels(xy, d).tolist() == want
