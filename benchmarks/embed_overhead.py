@@ -93,8 +93,9 @@ def engine_run(engine, x: np.ndarray, *, batch: int, tiles: int) -> tuple[float,
             n += len(x[s : s + batch])
             if n >= tiles:
                 break
-    pending()
-    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
+    if pending is not None:  # tiles <= 0: nothing was submitted
+        pending()
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / max(n, 1)
 
 
 def main(argv: list[str] | None = None) -> dict:
