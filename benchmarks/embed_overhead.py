@@ -214,7 +214,6 @@ def _run(args: argparse.Namespace, work: Path) -> dict:
         read_cpu = (time.process_time() - c0 + proc_cpu_seconds(pids) - w0) / n_read
 
     # correctness on the side: coords as tile_slide, features as torch on the same tiles
-
     coords_match = bool(np.array_equal(ff.coords, grid.coords))
     cos = check_features(model, slide, ff, pre, args.check) if args.check else None
 

@@ -47,9 +47,7 @@ log = logging.getLogger(__name__)
 _KERNELS = {
     ("torch", "fp32"): "torch.matmul fp32",
     ("onnxruntime", "fp32"): "ORT MatMul fp32",
-    ("onnxruntime", "int8"): "ORT MatMulInteger u8s8",
     ("openvino", "fp32"): "OpenVINO MatMul fp32 (node time)",
-    ("openvino", "int8"): "OpenVINO QDQ MatMul int8",
 }
 
 #: OpenVINO's node types that do a model's matmuls (after its transformations).
@@ -108,10 +106,10 @@ def _time(
     """Median seconds of one call (each sample runs enough calls to last ``min_time``).
 
     On the host (``sync`` None) a sample loops until ``min_time`` has passed; where ``fn``
-    returns a ``KernelTime`` (the engine profiled its kernel), those times are the sample. On an asynchronous
-    device (``sync``: its synchronisation) a loop on the host clock measures only how fast calls
-    are *queued*: it keeps launching until the driver's launch queue (about a thousand kernels)
-    is full, and the closing ``sync`` then waits for all of them, so with multi-millisecond
+    returns a ``KernelTime`` (the engine profiled its kernel), those times are the sample. On an
+    asynchronous device (``sync``: its synchronisation) a loop on the host clock measures only
+    how fast calls are *queued*: it keeps launching until the driver's launch queue (about a
+    thousand kernels) is full, and the closing ``sync`` then waits for all of them, so with multi-millisecond
     GEMMs a sample lasts seconds instead of ``min_time``. That is the cause found in this code for
     the first H200 run (2026-12-04), whose bench throughput parts ran past their limits (75 s and
     150 s) without output. Here one synchronised call measures the call's duration first; a
