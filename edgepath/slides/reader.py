@@ -260,6 +260,12 @@ class Slide:
             self._pyr_pid = os.getpid()
         return self._pyr
 
+    def clear_cache(self) -> None:
+        """Drop the decoded TIFF tiles kept for the next reads (this slide is done for now):
+        their memory decodes the next slide this process reads, without fresh pages."""
+        if self._pyr is not None and self._pyr_pid == os.getpid():
+            self._pyr.clear_cache()
+
     def close(self) -> None:
         """Release the decoder handles (metadata stays; the next read reopens)."""
         if self._backend is not None and self._pid == os.getpid():

@@ -196,3 +196,49 @@ def test_level_pixels_is_level_origin_for_arrays(d):
     xy = np.r_[np.random.default_rng(0).random(2000) * 1e5, 0.0, 224.449 * np.arange(1, 50)]
     want = [round(level_origin(float(v), d)[0] / d) for v in xy]
     assert level_pixels(xy, d).tolist() == want
+
+
+def test_released_decode_buffers_decode_the_next_slide(synthetic, tmp_path):
+    """The decoded tiles a slide kept for its next rows are, once it is done, the buffers the
+    next slide of the process decodes into (no fresh pages), and its pixels are unchanged."""
+    import shutil
+
+    from edgepath.slides import open_slide
+    from edgepath.slides import pyramid as P
+
+    other = shutil.copy(synthetic, tmp_path / "other.tiff")
+    coords = _grid(open_slide(synthetic), 0.5)
+    P._FREE.clear()
+    P._HELD[0] = 0
+    with open_slide(synthetic) as a, open_slide(other) as b:
+        want = a.read_batch(coords, mpp=0.5)
+        kept = [t for t in a._pyramid()._cache.values() if t is not None]
+        assert len(kept) > 4
+        a.clear_cache()
+        assert not a._pyramid()._cache
+        assert P._HELD[0] == sum(t.nbytes for t in P._FREE[(256, 256, 3)])
+        # every kept tile, but the one taken back to decode the next into
+        assert P._HELD[0] >= (len(kept) - 1) * 256 * 256 * 3
+        assert a._pyramid()._spare is not None
+        addresses = {t.ctypes.data for t in P._FREE[(256, 256, 3)]}
+        half = len(coords) // 2  # fewer TIFF tiles than the pool holds
+        got = b.read_batch(coords[:half], mpp=0.5)
+        reused = [t for t in b._pyramid()._cache.values() if t is not None]
+        assert len(reused) > 4 and {t.ctypes.data for t in reused} <= addresses
+        np.testing.assert_array_equal(got, want[:half])
+        a.read_batch(coords, mpp=0.5)  # and read again from the start: the rest of the pool
+        b.clear_cache()
+        a.clear_cache()
+        addresses = {t.ctypes.data for t in (*P._FREE[(256, 256, 3)], a._pyramid()._spare)}
+        again = a.read_batch(coords, mpp=0.5)
+        reused = [t for t in a._pyramid()._cache.values() if t is not None]
+        assert {t.ctypes.data for t in reused} <= addresses
+        np.testing.assert_array_equal(again, want)
+    # a buffer the decoder would refuse (on a 32-byte boundary) or a view is not kept
+    P._FREE.clear()
+    P._HELD[0] = 0
+    raw = np.empty(256 * 256 * 3 + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 32
+    P._give(raw[start : start + 256 * 256 * 3].reshape(256, 256, 3))
+    P._give(P.decode_buffer((256, 512, 3))[:, :256])
+    assert not P._FREE and P._HELD[0] == 0
