@@ -204,3 +204,65 @@ def test_sigkill_leftovers_are_swept_by_the_next_pool(tiny_model, long_slide, tm
     with TileReader(PRE, batch=2, workers=1):
         assert _slots(proc.pid) == set()  # removed when the next pool started
     assert sweep_shm() == []
+
+
+def test_slide_handles_hand_decoded_tiles_on_and_evict_the_oldest(tmp_path):
+    """Slides are read one after another: a reader process's switch to the next slide, or back
+    to the start of the same one, drops the TIFF tiles kept for the rows below (their memory
+    decodes what comes next); a third slide closes the least recently used handle."""
+    from edgepath.embed.reader import _HANDLE_CACHE, _Handles
+    from edgepath.slides import synthesize_slide, tile_slide
+
+    paths = [synthesize_slide(tmp_path / f"{i}.tiff", tiles=12, seed=i) for i in range(3)]
+    h = _Handles()
+    a = h.get(str(paths[0]), None, 0)
+    coords = tile_slide(a, mpp=0.5).coords
+    cache = lambda s: s._pyramid()._cache  # noqa: E731
+    a.read_batch(coords[:4], mpp=0.5)
+    assert cache(a)
+    assert h.get(str(paths[0]), None, 4) is a and cache(a)  # the next batch: kept
+    assert h.get(str(paths[0]), None, 0) is a and not cache(a)  # from the start: dropped
+    a.read_batch(coords[:4], mpp=0.5)
+    b = h.get(str(paths[1]), None, 0)
+    assert b is not a and not cache(a)  # the next slide: dropped
+    b.read_batch(coords[:4], mpp=0.5)
+    assert h.get(str(paths[0]), None, 0) is a and not cache(b)  # and back
+    assert _HANDLE_CACHE == 2
+    c = h.get(str(paths[2]), None, 0)  # b is the least recently used: closed
+    assert list(h._open.values()) == [a, c] and b._pyr is None
+    h.close()
+
+
+def test_map_pages_maps_shared_memory_writable_without_writing(tmp_path):
+    """A reader process maps its slots up front by reading them: its first writes then take
+    (almost) no page faults, and the data in the slots is not touched."""
+    import resource
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    from edgepath.embed.reader import map_pages
+
+    size = 8 << 20
+    owner = shared_memory.SharedMemory(create=True, size=size)
+    try:
+        np.ndarray((size,), np.uint8, buffer=owner.buf)[:] = 7  # allocated, as the main does
+        faults = []
+        for mapped in (False, True):
+            other = shared_memory.SharedMemory(name=owner.name)  # a fresh mapping, as a worker's
+            buf = np.ndarray((size // 4,), np.float32, buffer=other.buf)
+            if mapped:
+                before = np.ndarray((size,), np.uint8, buffer=owner.buf).copy()
+                map_pages(buf)
+                np.testing.assert_array_equal(buf.view(np.uint8), before)
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            buf.view(np.uint8)[::4096] = 1
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+            del buf
+            other.close()
+        pages = size // 4096
+        assert faults[0] > pages // 2  # unmapped: a fault per page written
+        assert faults[1] < pages // 20
+    finally:
+        owner.close()
+        owner.unlink()
