@@ -788,6 +788,9 @@ def read_cmd(
     baseline (OpenSlide read_region + PIL resize) and the decode-only limit (the slide's JPEG
     tiles under the tiles, each decoded once, nothing else; its fastest repeat).
 
+    Each worker count keeps one reader pool, as `embed` does for all its slides: rows are the
+    passes after its first (every slide after a run's first); the first pass is reported too.
+
     \b
       edgepath bench read slide.svs --mpp 0.5 --workers 1,2 --json
     """
@@ -836,7 +839,8 @@ def _human_read(d: dict[str, Any]) -> None:
                 f"{r['tiles_per_s_per_worker']:.0f} per worker = "
                 f"{_fmt(r['per_worker_vs_baseline'], '.2f')}x baseline, "
                 f"{_fmt(None if r['per_worker_vs_decode_limit'] is None else 100 * r['per_worker_vs_decode_limit'], '.0f')}% "
-                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker"
+                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker; first "
+                f"pass {r['first_pass']['tiles_per_s']:.0f} tiles/s"
             )
         split = ", ".join(f"{k} {v:.2f} s" for k, v in s["split_s"].items())
         click.echo(f"  time split (one process): {split}")

@@ -36,6 +36,9 @@ def test_bench_read_json(run_cli, slide):
     limit = s["decode_limit"]
     assert limit["tiles_per_s"] == pytest.approx(s["tiles"] / min(limit["seconds"]))
     assert len(limit["seconds"]) == 2 and len(s["rows"][0]["seconds"]) == 2
+    # the pool's first pass (a run's first slide) apart from the passes after it
+    first = row2["first_pass"]
+    assert first["tiles_per_s"] == pytest.approx(s["tiles"] / first["seconds"])
     assert d["split_s"]["decode"] > 0 and d["split_s"]["resize"] == 0
     assert d["machine"]["cpu_features"] is not None and d["date"]
 
