@@ -191,8 +191,13 @@ def _one_slide(
             }
         )
     one = next((r["tiles_per_s"] for r in rows if r["workers"] == 1), None)
+    ones = runs.get("w1")
     for r in rows:
         r["scaling_vs_1"] = r["tiles_per_s"] / one if one and r["tiles_per_s"] else None
+        # each repeat's pair, run a few seconds apart: the spread the median hides
+        r["scaling_per_repeat"] = (
+            [a / b for a, b in zip(ones, r["seconds"], strict=True)] if ones else None
+        )
     return {
         "slide": str(path),
         "tiles": n,

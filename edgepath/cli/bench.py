@@ -257,6 +257,13 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _repeats(values: list[float] | None) -> str:
+    """`` (repeats 1.63-1.83x)``: the spread of per-repeat ratios, or nothing."""
+    if not values:
+        return ""
+    return f" (repeats {min(values):.2f}-{max(values):.2f}x)"
+
+
 def _human_throughput(d: dict[str, Any]) -> None:
     m = d["machine"]
     click.secho(
@@ -839,7 +846,8 @@ def _human_read(d: dict[str, Any]) -> None:
                 f"{r['tiles_per_s_per_worker']:.0f} per worker = "
                 f"{_fmt(r['per_worker_vs_baseline'], '.2f')}x baseline, "
                 f"{_fmt(None if r['per_worker_vs_decode_limit'] is None else 100 * r['per_worker_vs_decode_limit'], '.0f')}% "
-                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker; first "
+                f"of decode limit, {_fmt(r['scaling_vs_1'], '.2f')}x one worker"
+                f"{_repeats(r['scaling_per_repeat']) if r['workers'] > 1 else ''}; first "
                 f"pass {r['first_pass']['tiles_per_s']:.0f} tiles/s"
             )
         split = ", ".join(f"{k} {v:.2f} s" for k, v in s["split_s"].items())

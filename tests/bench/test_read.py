@@ -26,6 +26,8 @@ def test_bench_read_json(run_cli, slide):
     row2 = d["rows"][1]
     assert row2["tiles_per_s_per_worker"] == pytest.approx(row2["tiles_per_s"] / 2)
     assert row2["scaling_vs_1"] == pytest.approx(row2["tiles_per_s"] / d["rows"][0]["tiles_per_s"])
+    pairs = zip(d["rows"][0]["seconds"], row2["seconds"], strict=True)
+    assert row2["scaling_per_repeat"] == pytest.approx([a / b for a, b in pairs])
     assert d["baseline"]["tiles_per_s"] > 0 and d["decode_limit"]["tiles_per_s"] > 0
     s = d["slides"][0]
     assert s["tiles"] >= 20 and s["level"] == 0 and s["resize"] is False
