@@ -127,6 +127,43 @@ def _rate(n: int, seconds: float | None) -> float | None:
     return None if not seconds else n / seconds
 
 
+def _rows(
+    runs: dict[str, list[Any]],
+    first: dict[int, float],
+    workers: Sequence[int],
+    *,
+    n: int,
+    base: float | None,
+    dec: float | None,
+) -> list[dict[str, Any]]:
+    """One row per worker count: medians of its passes against the baseline's (``base``) and the
+    decode limit's (``dec``) tiles/s, and the scaling against one worker."""
+    rows = []
+    for w in workers:
+        tps = _rate(n, _median(runs[f"w{w}"]))
+        per = tps / w if tps else None
+        rows.append(
+            {
+                "workers": w,
+                "tiles_per_s": tps,
+                "tiles_per_s_per_worker": per,
+                "per_worker_vs_baseline": per / base if per and base else None,
+                "per_worker_vs_decode_limit": per / dec if per and dec else None,
+                "seconds": runs[f"w{w}"],
+                "first_pass": {"tiles_per_s": _rate(n, first[w]), "seconds": first[w]},
+            }
+        )
+    one = next((r["tiles_per_s"] for r in rows if r["workers"] == 1), None)
+    ones = runs.get("w1")
+    for r in rows:
+        r["scaling_vs_1"] = r["tiles_per_s"] / one if one and r["tiles_per_s"] else None
+        # each repeat's pair, run a few seconds apart: the spread the median hides
+        r["scaling_per_repeat"] = (
+            [a / b for a, b in zip(ones, r["seconds"], strict=True)] if ones else None
+        )
+    return rows
+
+
 def _one_slide(
     path: Path,
     *,
@@ -175,29 +212,7 @@ def _one_slide(
         split_s, split = reader_pass(pool, path, coords)
     base = _rate(n, _median(runs["baseline"]))
     dec = _rate(n, min((v for v in runs["decode"] if v is not None), default=None))
-    rows = []
-    for w in workers:
-        tps = _rate(n, _median(runs[f"w{w}"]))
-        per = tps / w if tps else None
-        rows.append(
-            {
-                "workers": w,
-                "tiles_per_s": tps,
-                "tiles_per_s_per_worker": per,
-                "per_worker_vs_baseline": per / base if per and base else None,
-                "per_worker_vs_decode_limit": per / dec if per and dec else None,
-                "seconds": runs[f"w{w}"],
-                "first_pass": {"tiles_per_s": _rate(n, first[w]), "seconds": first[w]},
-            }
-        )
-    one = next((r["tiles_per_s"] for r in rows if r["workers"] == 1), None)
-    ones = runs.get("w1")
-    for r in rows:
-        r["scaling_vs_1"] = r["tiles_per_s"] / one if one and r["tiles_per_s"] else None
-        # each repeat's pair, run a few seconds apart: the spread the median hides
-        r["scaling_per_repeat"] = (
-            [a / b for a, b in zip(ones, r["seconds"], strict=True)] if ones else None
-        )
+    rows = _rows(runs, first, workers, n=n, base=base, dec=dec)
     return {
         "slide": str(path),
         "tiles": n,
