@@ -228,7 +228,7 @@ def _give(arr: np.ndarray | None) -> None:
     the pool holds less than ``CACHE_BYTES``."""
     if arr is None or not arr.flags.c_contiguous or not arr.flags.writeable:
         return
-    if arr.dtype != np.uint8 or arr.ctypes.data % 32 == 0:
+    if arr.dtype != np.uint8 or not _decodes_fast_into(arr):
         return
     if _HELD[0] + arr.nbytes <= CACHE_BYTES:
         _FREE.setdefault(arr.shape, []).append(arr)
@@ -277,6 +277,12 @@ def decode_buffer(shape: tuple[int, ...]) -> np.ndarray:
     return raw[start : start + n].reshape(shape)
 
 
+def _decodes_fast_into(arr: np.ndarray) -> bool:
+    """Whether libjpeg-turbo decodes at full speed into ``arr``: not on a 32-byte boundary
+    (``decode_buffer``)."""
+    return arr.ctypes.data % 32 != 0
+
+
 def decoder(page: Any) -> Callable[[bytes, int, np.ndarray | None], np.ndarray]:
     """The fastest decoder of ``page``'s tiles: ``imagecodecs.jpeg8_decode`` (libjpeg-turbo)
     called directly for 8-bit JPEG tiles (tifffile's own wrapper adds ~30 % per 256 px tile),
@@ -292,7 +298,7 @@ def decoder(page: Any) -> Callable[[bytes, int, np.ndarray | None], np.ndarray]:
         tables = page.jpegtables
 
         def jpeg(data: bytes, index: int, out: np.ndarray | None) -> np.ndarray:
-            if out is None or out.shape != (th, tw, 3) or out.ctypes.data % 32 == 0:
+            if out is None or out.shape != (th, tw, 3) or not _decodes_fast_into(out):
                 out = decode_buffer((th, tw, 3))
             return imagecodecs.jpeg8_decode(
                 data, tables=tables, colorspace=cs, outcolorspace=2, shape=(th, tw), out=out
