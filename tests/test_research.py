@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,3 +51,30 @@ def test_scripts_import_their_helpers_as_module_and_as_file(script: str) -> None
             [sys.executable, *cmd, "--help"], cwd=REPO, capture_output=True, text=True
         )
         assert res.returncode == 0 and "usage:" in res.stdout, res.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("gcc") is None or not Path("/usr/include/jpeglib.h").exists(),
+    reason="needs gcc and libjpeg headers (apt install gcc libjpeg-dev)",
+)
+def test_decode_scatter_writes_the_readers_tiles(tmp_path: Path) -> None:
+    """The issue-26 prototype (research/decode_scatter.c) decodes straight into output tiles: the
+    script checks them against the reader's, bit for bit, before it times anything, and exits
+    non-zero if they differ."""
+    import json
+
+    from edgepath.slides.synth import synthesize_slide
+
+    slide = synthesize_slide(tmp_path / "s.tiff", tiles=40, seed=2, levels=2)
+    script = REPO / "research" / "decode_scatter.py"
+    res = subprocess.run(
+        [sys.executable, str(script), str(slide), "--repeats", "1", "--ring", "48"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["tiles"] >= 30 and out["tiff_tiles"] > 0
+    assert set(out["fraction_of_limit"]) == {"scanline_scatter", "reader"}
+    assert all(len(v) == 1 for v in out["seconds"].values())
