@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepath.bench.read import decode_limit, reader_pass, reader_pool
+from edgepath.eval.machine import describe
 from edgepath.slides import open_slide, tile_slide
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +59,12 @@ def build(folder: Path) -> ctypes.CDLL:
         sys.exit("decode_scatter: needs gcc and libjpeg headers (apt install gcc libjpeg-dev)")
     lib = folder / "libdecode_scatter.so"
     cmd = ["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(HERE / "decode_scatter.c")]
-    subprocess.run([*cmd, "-ljpeg"], check=True)
+    try:
+        subprocess.run([*cmd, "-ljpeg"], check=True)
+    except subprocess.CalledProcessError:
+        sys.exit(
+            "decode_scatter: gcc could not build it: libjpeg headers? (apt install libjpeg-dev)"
+        )
     dll = ctypes.CDLL(str(lib))
     p, n = ctypes.c_char_p, ctypes.c_size_t
     dll.decode_scatter.argtypes = [p, n, p, n, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, p]
@@ -96,6 +102,26 @@ def addresses(parts: dict[int, list], out: np.ndarray, keep: int | None = None) 
         ]
         rows[k] = np.array(a, dtype=np.int64).reshape(-1, 6)
     return rows
+
+
+def _passes(args: argparse.Namespace, coords: np.ndarray, run, rows, copies_alone) -> dict:
+    """Seconds of each pass, ``args.repeats`` times side by side (see the module's docstring)."""
+    T = args.tile_px
+    times: dict[str, list[float]] = {}
+    with reader_pool(mpp=args.mpp, tile_px=T, workers=0, batch=32) as reader:
+        reader_pass(reader, args.slide, coords)  # warm
+        for _ in range(args.repeats):
+            lim = decode_limit(args.slide, coords, mpp=args.mpp, tile_px=T)
+            times.setdefault("decode_limit", []).append(lim["seconds"])
+            times.setdefault("scanline_only", []).append(run(None, pread=False)[0])
+            sec, cp = run(rows, pread=True)
+            times.setdefault("scanline_scatter", []).append(sec)
+            times.setdefault("scanline_scatter_copies", []).append(cp)
+            times.setdefault("copies_alone", []).append(copies_alone())
+            sec, split = reader_pass(reader, args.slide, coords)
+            times.setdefault("reader", []).append(sec)
+            times.setdefault("reader_copies", []).append(split.get("copy", float("nan")))
+    return times
 
 
 def main() -> None:
@@ -153,24 +179,14 @@ def main() -> None:
         if not np.array_equal(ring, reference):
             sys.exit("decode_scatter: the scatter's tiles differ from the reader's")
         rows = addresses(parts, ring)
-        times: dict[str, list[float]] = {}
-        reader = reader_pool(mpp=args.mpp, tile_px=T, workers=0, batch=32)
-        with reader:
-            reader_pass(reader, args.slide, coords)  # warm
-            for _ in range(args.repeats):
-                lim = decode_limit(args.slide, coords, mpp=args.mpp, tile_px=T)
-                times.setdefault("decode_limit", []).append(lim["seconds"])
-                times.setdefault("scanline_only", []).append(run(None, pread=False)[0])
-                sec, cp = run(rows, pread=True)
-                times.setdefault("scanline_scatter", []).append(sec)
-                times.setdefault("scanline_scatter_copies", []).append(cp)
-                t0 = time.perf_counter()
-                for k in keys:
-                    dll.scatter_only(tw, th, len(rows[k]), rows[k].ctypes.data)
-                times.setdefault("copies_alone", []).append(time.perf_counter() - t0)
-                sec, split = reader_pass(reader, args.slide, coords)
-                times.setdefault("reader", []).append(sec)
-                times.setdefault("reader_copies", []).append(split.get("copy", float("nan")))
+
+        def copies_alone() -> float:
+            t0 = time.perf_counter()
+            for k in keys:
+                dll.scatter_only(tw, th, len(rows[k]), rows[k].ctypes.data)
+            return time.perf_counter() - t0
+
+        times = _passes(args, coords, run, rows, copies_alone)
     os.close(fd)
     med = {k: statistics.median(v) for k, v in times.items()}
     limit = min(times["decode_limit"])
@@ -191,19 +207,10 @@ def main() -> None:
                 "fraction_of_limit": {
                     k: round(limit / med[k], 3) for k in ("scanline_scatter", "reader")
                 },
-                "cpu_flags": sorted(set(_flags())),
+                "machine": describe(),
             }
         )
     )
-
-
-def _flags() -> list[str]:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                keep = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx")
-                return [x for x in line.split(":")[1].split() if x.startswith(keep)]
-    return []
 
 
 if __name__ == "__main__":
