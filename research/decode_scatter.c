@@ -47,15 +47,21 @@ static double now(void) {
   return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* The rows [y0, y1) of part `q` within rows [first, first + got); returns its row bytes. */
+static size_t clip(const int64_t *q, int first, int got, int *y0, int *y1) {
+  *y0 = q[2] > first ? (int)q[2] : first;
+  *y1 = q[3] < first + got ? (int)q[3] : first + got;
+  return (size_t)(q[5] - q[4]) * 3;
+}
+
 /* Ask for the destination lines of rows [first, first + got) (for writing) before the band is
  * decoded, so that fetching them overlaps the decoding (`prefetch` set from Python). */
 int prefetch = 0;
 static void prefetch_band(int first, int got, int nparts, const int64_t *parts) {
   for (int p = 0; p < nparts; p++) {
     const int64_t *q = parts + 6 * p;
-    int y0 = q[2] > first ? (int)q[2] : first;
-    int y1 = q[3] < first + got ? (int)q[3] : first + got;
-    size_t n = (size_t)(q[5] - q[4]) * 3;
+    int y0, y1;
+    size_t n = clip(q, first, got, &y0, &y1);
     for (int y = y0; y < y1; y++) {
       const uint8_t *d = (const uint8_t *)q[0] + (y - q[2]) * q[1];
       for (size_t b = 0; b < n + 63; b += 64) __builtin_prefetch(d + (b < n ? b : n - 1), 1, 3);
@@ -67,9 +73,8 @@ static void prefetch_band(int first, int got, int nparts, const int64_t *parts) 
 static void copy_band(int first, int got, size_t pitch, int nparts, const int64_t *parts) {
   for (int p = 0; p < nparts; p++) {
     const int64_t *q = parts + 6 * p;
-    int y0 = q[2] > first ? (int)q[2] : first;
-    int y1 = q[3] < first + got ? (int)q[3] : first + got;
-    size_t n = (size_t)(q[5] - q[4]) * 3;
+    int y0, y1;
+    size_t n = clip(q, first, got, &y0, &y1);
     for (int y = y0; y < y1; y++)
       memcpy((uint8_t *)q[0] + (y - q[2]) * q[1], band_rows + (y - first) * pitch + q[4] * 3, n);
   }
