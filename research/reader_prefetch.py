@@ -57,7 +57,7 @@ def main() -> None:
                 "tiles": len(coords),
                 "batch": args.batch,
                 "seconds": {
-                    f"w{w}-p{p}": [round(x, 4) for x in v] for (w, p), v in seconds.items()
+                    f"w{w}-p{p}": [round(x, 6) for x in v] for (w, p), v in seconds.items()
                 },
                 "scaling_vs_1": {
                     f"p{p}": round(statistics.median(one) / statistics.median(v), 3)

@@ -78,3 +78,24 @@ def test_decode_scatter_writes_the_readers_tiles(tmp_path: Path) -> None:
     assert out["tiles"] >= 30 and out["tiff_tiles"] > 0
     assert set(out["fraction_of_limit"]) == {"scanline_scatter", "reader"}
     assert all(len(v) == 1 for v in out["seconds"].values())
+
+
+def test_reader_prefetch_pairs_each_depth_with_one_worker(tmp_path: Path) -> None:
+    """research/reader_prefetch.py times every pool on the same passes and reports each
+    2-worker depth's scaling as one worker's median over its own."""
+    import json
+    import statistics
+
+    from edgepath.slides.synth import synthesize_slide
+
+    slide = synthesize_slide(tmp_path / "s.tiff", tiles=20, seed=4, levels=2)
+    script = REPO / "research" / "reader_prefetch.py"
+    cmd = [sys.executable, str(script), str(slide), "--repeats", "2", "--prefetch", "2,4"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    sec = out["seconds"]
+    assert set(sec) == {"w1-p2", "w2-p2", "w2-p4"} and all(len(v) == 2 for v in sec.values())
+    want = statistics.median(sec["w1-p2"]) / statistics.median(sec["w2-p4"])
+    assert out["scaling_vs_1"]["p4"] == pytest.approx(want, rel=2e-3)
+    assert len(out["scaling_per_repeat"]["p2"]) == 2
